@@ -1,0 +1,1 @@
+"""Documents -> passages -> index: load, split, embed, index, update."""

@@ -1,0 +1,153 @@
+"""Dense embeddings with sentence-transformers, using each model's own prefixes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Retrieval models are trained with these query/passage prefixes; without them
+# quality drops (the e5 FAQ warns about it). Matched against the model name.
+KNOWN_PREFIXES: list[tuple[str, str, str]] = [
+    ("ruri-v3", "検索クエリ: ", "検索文書: "),
+    ("ruri-", "クエリ: ", "文章: "),            # ruri v1/v2
+    ("multilingual-e5", "query: ", "passage: "),
+    ("e5-", "query: ", "passage: "),
+    ("glucose-base-ja-v2", "query: ", "passage: "),
+]
+DEFAULT_EMBEDDER = "cl-nagoya/ruri-v3-30m"
+
+
+class EmbedderError(Exception):
+    pass
+
+
+@dataclass
+class EmbedderInfo:
+    """What the manifest records about the embedder; compared on every search."""
+    name: str
+    revision: str          # hub commit or a fingerprint of the local weights
+    dimension: int
+    query_prefix: str
+    passage_prefix: str
+    max_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def known_prefixes(name: str) -> tuple[str, str] | None:
+    low = name.lower()
+    for key, q, p in KNOWN_PREFIXES:
+        if key in low:
+            return q, p
+    return None
+
+
+def _model_prompts(path: Path) -> tuple[str, str] | None:
+    """Prefixes a sentence-transformers model declares itself (its prompts)."""
+    cfg = path / "config_sentence_transformers.json"
+    if not cfg.is_file():
+        return None
+    prompts = json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {}
+    q = prompts.get("query")
+    p = prompts.get("document", prompts.get("passage"))
+    return (q, p or "") if q is not None else None
+
+
+def _fingerprint(path: Path) -> str:
+    """Identify local weights cheaply: names, sizes and the head and tail of each file."""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.suffix in {".safetensors", ".json", ".bin", ".model", ".txt"}:
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(path).as_posix()}:{size}".encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(1 << 16))
+                if size > 1 << 17:
+                    fh.seek(-(1 << 16), os.SEEK_END)
+                    h.update(fh.read())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+class Embedder:
+    """A sentence-transformers model with the right prefixes, normalised outputs."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, *, revision: str | None = None,
+                 query_prefix: str | None = None, passage_prefix: str | None = None,
+                 device: str | None = None, batch_size: int = 32,
+                 trust_remote_code: bool = False):
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()   # "Loading weights" bars on every search
+
+        self.name = name
+        self.batch_size = batch_size
+        try:
+            self.model = SentenceTransformer(name, revision=revision, device=device,
+                                             trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise EmbedderError(
+                f"cannot load embedder {name!r}: {e}\n"
+                "Give a local path with --embedder, or fetch the model on a machine with "
+                "internet first (it is then read from the Hugging Face cache offline)."
+            ) from None
+        local = Path(name) if Path(name).is_dir() else _resolved_dir(self.model)
+        declared = (_model_prompts(local) if local else None) or known_prefixes(name)
+        q, p = declared or ("", "")
+        self.query_prefix = q if query_prefix is None else query_prefix
+        self.passage_prefix = p if passage_prefix is None else passage_prefix
+        self.revision = revision or (_hub_commit(local) if local else None) or (
+            _fingerprint(local) if local else "unknown")
+        self.tokenizer = self.model.tokenizer
+        self.max_tokens = int(self.model.max_seq_length or 512)
+        dim = self.model.get_embedding_dimension() if hasattr(
+            self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+        self.dimension = int(dim)
+
+    @property
+    def info(self) -> EmbedderInfo:
+        return EmbedderInfo(self.name, self.revision, self.dimension, self.query_prefix,
+                            self.passage_prefix, self.max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for a passage, prefix and special tokens included."""
+        return len(self.tokenizer(self.passage_prefix + text, add_special_tokens=True,
+                                  truncation=False, verbose=False)["input_ids"])
+
+    def embed_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return self._encode([self.passage_prefix + t for t in texts], progress)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode([self.query_prefix + t for t in texts], False)
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=progress)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def _resolved_dir(model) -> Path | None:
+    """The directory a hub model was loaded from (…/snapshots/<commit>)."""
+    try:
+        first = model[0]
+        path = getattr(first, "auto_model", None)
+        path = getattr(getattr(path, "config", None), "_name_or_path", None)
+        return Path(path) if path and Path(path).is_dir() else None
+    except Exception:  # noqa: BLE001 - best effort; the fingerprint falls back to "unknown"
+        return None
+
+
+def _hub_commit(path: Path) -> str | None:
+    parts = path.resolve().parts
+    if "snapshots" in parts:
+        i = parts.index("snapshots")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    return None

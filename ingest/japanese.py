@@ -1,0 +1,82 @@
+"""Japanese text helpers shared by the splitter, the tokenizer and the CLI.
+
+Matching happens on NFKC-normalised text (第４２条 == 第42条, （ == (); the
+original text is always kept for display.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_KANJI_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5,
+                 "六": 6, "七": 7, "八": 8, "九": 9}
+_KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
+
+# A number as it appears in article labels: ASCII digits (after NFKC) or kanji numerals.
+NUMBER = r"[0-9]+|[〇零一二三四五六七八九十百千]+"
+
+# Sentence ends: 。！？ (NFKC turns ！？ into !?), optionally followed by closing brackets.
+_SENTENCE_END = re.compile(r"(?<=[。!?！？])[」』）)]*")
+
+
+def nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
+def parse_number(token: str) -> int:
+    """'42', '４２', '四十二', '百二' -> int. Raises ValueError on anything else."""
+    token = nfkc(token)
+    if token.isdigit():
+        return int(token)
+    if not token or any(c not in _KANJI_DIGITS and c not in _KANJI_UNITS for c in token):
+        raise ValueError(f"not a number: {token!r}")
+    if all(c in _KANJI_DIGITS for c in token):  # positional form: 一〇二
+        return int("".join(str(_KANJI_DIGITS[c]) for c in token))
+    total, digit = 0, None
+    for c in token:
+        if c in _KANJI_DIGITS:
+            digit = _KANJI_DIGITS[c]
+        else:
+            total += (1 if digit is None else digit) * _KANJI_UNITS[c]
+            digit = None
+    return total + (digit or 0)
+
+
+def split_sentences(text: str, newline_breaks: bool = True) -> list[str]:
+    """Split after 。！？ (closing brackets stay with their sentence).
+
+    With `newline_breaks`, a line break also ends a piece (headings, list items);
+    without it (PDF text, where breaks are only layout) sentences span lines.
+    Joining the pieces gives back `text` exactly.
+    """
+    out: list[str] = []
+    chunks = text.splitlines(keepends=True) if newline_breaks else [text]
+    for chunk in chunks:
+        start = 0
+        for m in _SENTENCE_END.finditer(chunk):
+            if m.end() > start:
+                out.append(chunk[start:m.end()])
+                start = m.end()
+        if start < len(chunk):
+            out.append(chunk[start:])
+    # Whitespace-only pieces (a bare newline) belong to the previous sentence.
+    merged: list[str] = []
+    for piece in out:
+        if merged and not piece.strip():
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+def article_label(number: int, branch: int | None = None) -> str:
+    """The canonical article label: 第42条, 第15条の2."""
+    return f"第{number}条" + (f"の{branch}" if branch else "")
+
+
+def looks_japanese(text: str) -> float:
+    """Share of characters that are kana or CJK ideographs (used to judge decodings)."""
+    if not text:
+        return 0.0
+    jp = sum(1 for c in text if "\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff")
+    return jp / len(text)

@@ -1,0 +1,56 @@
+"""The passage: the one schema every part of the project reads and writes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+
+from .japanese import nfkc
+
+
+@dataclass
+class Passage:
+    id: str             # stable: source + article (+ part) + content hash
+    source: str         # path relative to the ingested directory, POSIX separators
+    title: str          # document title (学則, 履修規程, ...)
+    heading: str        # 章/節 path, e.g. "第5章 休学、退学及び除籍"
+    article: str        # 第42条 | 第15条の2 | 附則第1条 | 附則 | 第3項 (申合せ item) | ""
+    caption: str        # the article's caption without brackets, e.g. 除籍
+    paragraph: str      # 項 range when a long article was split ("第2項", "第2項〜第3項"), else ""
+    page: int | None    # 1-based page for PDFs
+    text: str           # the original text, for display and for the generator
+
+    @property
+    def label(self) -> str:
+        """Human citation: 第42条（除籍）第2項."""
+        cap = f"（{self.caption}）" if self.caption else ""
+        return f"{self.article}{cap}{self.paragraph}"
+
+    @property
+    def key(self) -> str:
+        """Article-level key used in change reports (第42条, 第42条第2項, 段落3)."""
+        return self.article + self.paragraph
+
+    def header(self) -> str:
+        """Document title and heading path: what the article text alone does not say."""
+        parts = [self.title, self.heading, self.label]
+        return " ".join(p for p in parts if p)
+
+    def search_text(self) -> str:
+        """What is embedded and BM25-indexed: header + text, NFKC-normalised.
+
+        A passage that says 「第7条 …20単位とする」 must be findable by a question
+        that names its regulation, so the title and headings travel with it.
+        """
+        return nfkc(self.header() + "\n" + self.text)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Passage":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def content_hash(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]

@@ -1,0 +1,360 @@
+"""`rag ingest`: find documents, split them, embed what changed, swap the index in.
+
+Only documents whose bytes changed are loaded and split again, and only passages
+whose search text changed are embedded again; everything else is carried over
+from the live index with its vectors and BM25 tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .embedder import Embedder, EmbedderInfo
+from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
+from .passage import Passage, content_hash
+from .splitter import SPLITTER_VERSION, change_key, split_document
+from .tokenizer import JapaneseTokenizer
+
+
+class IngestError(Exception):
+    """Ingest cannot go on (no documents, --strict with bad files, ...)."""
+
+
+@dataclass
+class SourceFile:
+    path: Path        # absolute
+    source: str       # relative to its root, POSIX separators
+    root: Path
+
+
+@dataclass
+class DocumentChange:
+    source: str
+    status: str                     # added | changed | removed | unchanged | failed
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reason: str = ""                # for failed documents
+    passages: int = 0
+
+    def describe(self) -> str:
+        if self.status == "failed":
+            return f"{self.source}: skipped: {self.reason}"
+        if self.status in ("added", "removed", "unchanged"):
+            return f"{self.source}: {self.status} ({self.passages} passages)"
+        parts = [f"{k} changed" for k in self.changed] + [f"{k} added" for k in self.added] + [
+            f"{k} removed" for k in self.removed]
+        return f"{self.source}: " + (", ".join(parts) or "re-split (settings changed)")
+
+
+@dataclass
+class IngestReport:
+    index: str
+    documents: list[DocumentChange]
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    dry_run: bool = False
+    written: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[DocumentChange]:
+        return [d for d in self.documents if d.status == "failed"]
+
+    @property
+    def changed(self) -> bool:
+        return any(d.status not in ("unchanged", "failed") for d in self.documents)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "dry_run": self.dry_run, "written": self.written,
+                "passages": self.passages, "embedded": self.embedded, "reused": self.reused,
+                "seconds": round(self.seconds, 3), "notes": self.notes,
+                "documents": [d.__dict__ for d in self.documents]}
+
+
+@dataclass
+class IngestSettings:
+    embedder: str | None = None          # None: keep the index's embedder (or the default)
+    embedder_revision: str | None = None
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    max_tokens: int | None = None        # None: the embedder's own window
+    batch_size: int = 32
+    dense: str = "flat"                  # flat | hnsw
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
+# --------------------------------------------------------------------------- discovery
+
+def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]:
+    """Supported files under `paths`, never leaving them (symlinks out are refused)."""
+    found: dict[str, SourceFile] = {}
+    problems: list[DocumentChange] = []
+    for given in paths:
+        given = Path(given)
+        if not given.exists():
+            raise IngestError(f"{given}: no such file or directory")
+        root = given.resolve() if given.is_dir() else given.resolve().parent
+        if given.is_file():
+            if given.suffix.lower() not in SUPPORTED_SUFFIXES:
+                problems.append(DocumentChange(given.name, "failed",
+                                               reason=f"unsupported file type {given.suffix!r}"))
+                continue
+            candidates = [given.absolute()]
+        else:
+            candidates = sorted(_walk(given.absolute()))
+        for path in candidates:
+            rel = Path(os.path.relpath(path, given.absolute() if given.is_dir()
+                                       else given.absolute().parent)).as_posix()
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    problems.append(DocumentChange(rel, "failed",
+                                                   reason=f"symlink to {target}, outside {given}"))
+                    continue
+            if rel in found:
+                problems.append(DocumentChange(rel, "failed", reason=(
+                    f"same relative path under {found[rel].root} and {root}")))
+                continue
+            found[rel] = SourceFile(path, rel, root)
+    return list(found.values()), problems
+
+
+def _walk(top: Path):
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
+                yield Path(dirpath) / name
+
+
+# --------------------------------------------------------------------------- ingest
+
+def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None = None, *,
+           strict: bool = False, dry_run: bool = False, progress: bool = False,
+           log: Callable[[str], None] = lambda s: None) -> IngestReport:
+    settings = settings or IngestSettings()
+    index_dir = Path(index_dir)
+    started = time.perf_counter()
+    files, problems = discover(paths)
+    if not files and not problems:
+        raise IngestError(f"no supported documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
+                          f"under {', '.join(map(str, paths))}")
+    lock = _nullcontext() if dry_run else store.index_lock(index_dir)
+    with lock:
+        report = _ingest_locked(files, problems, index_dir, settings, strict, dry_run,
+                                progress, log)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _LazyEmbedder:
+    """Loads the model only when a document actually needs splitting or embedding."""
+
+    def __init__(self, settings: IngestSettings, name: str, log):
+        self.settings, self.name, self.log = settings, name, log
+        self._model: Embedder | None = None
+
+    def get(self) -> Embedder:
+        if self._model is None:
+            s = self.settings
+            self.log(f"loading embedder {self.name}")
+            self._model = Embedder(self.name, revision=s.embedder_revision,
+                                   query_prefix=s.query_prefix, passage_prefix=s.passage_prefix,
+                                   device=s.device, batch_size=s.batch_size,
+                                   trust_remote_code=s.trust_remote_code)
+        return self._model
+
+
+def _ingest_locked(files, problems, index_dir, settings, strict, dry_run, progress, log):
+    from tqdm.auto import tqdm
+
+    old = _load_previous(index_dir, log)
+    old_manifest = old.manifest if old else {}
+    old_embedder = old_manifest.get("embedder") or {}
+    name = settings.embedder or old_embedder.get("name") or _default_embedder()
+    embedder = _LazyEmbedder(settings, name, log)
+    tokenizer = JapaneseTokenizer()
+    splitter_cfg = {"version": SPLITTER_VERSION, "max_tokens": settings.max_tokens}
+    # Same embedder name and splitter settings: unchanged files can be carried over as
+    # they are. A different embedder means every vector (and every size) is redone.
+    same_setup = bool(old) and name == old_embedder.get("name") and (
+        old_manifest.get("splitter") == splitter_cfg) and _same_prefixes(settings, old_embedder)
+    if old and not same_setup:
+        log("embedder or splitter settings differ from the index: re-splitting everything")
+    old_docs = old_manifest.get("documents", {})
+    old_by_id = {p.id: i for i, p in enumerate(old.passages)} if old else {}
+
+    report = IngestReport(str(index_dir), list(problems), dry_run=dry_run)
+    new_passages: list[Passage] = []
+    documents: dict[str, dict] = {}
+    for f in tqdm(files, desc="loading", unit="file", disable=not progress):
+        try:
+            data = f.path.read_bytes()
+        except OSError as e:
+            report.documents.append(DocumentChange(f.source, "failed", reason=str(e)))
+            _keep_old(f.source, old, old_docs, old_by_id, new_passages, documents)
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        prev = old_docs.get(f.source)
+        if same_setup and prev and prev["sha256"] == digest:
+            n = _keep_old(f.source, old, old_docs, old_by_id, new_passages, documents)
+            report.documents.append(DocumentChange(f.source, "unchanged", passages=n))
+            continue
+        try:
+            doc = load_document(f.path, data)
+            model = embedder.get()
+            max_tokens = settings.max_tokens or model.max_tokens
+            passages = split_document(doc, f.source, max_tokens=max_tokens,
+                                      count_tokens=model.count_tokens)
+        except LoadError as e:
+            reason = str(e) + ("; keeping the previously indexed version" if prev else "")
+            report.documents.append(DocumentChange(f.source, "failed", reason=reason))
+            _keep_old(f.source, old, old_docs, old_by_id, new_passages, documents)
+            continue
+        for w in doc.warnings:
+            report.notes.append(f"{f.source}: {w}")
+        documents[f.source] = {"sha256": digest, "title": doc.title, "kind": doc.kind,
+                               "encoding": doc.encoding, "root": str(f.root),
+                               "pages": len(doc.pages) if doc.kind == "pdf" else None,
+                               "passages": [p.id for p in passages]}
+        new_passages.extend(passages)
+        report.documents.append(_diff(f.source, prev, old, old_by_id, passages))
+    for source, prev in old_docs.items():
+        if source not in documents and not any(d.source == source for d in report.documents):
+            report.documents.append(DocumentChange(source, "removed",
+                                                   passages=len(prev["passages"])))
+    report.documents.sort(key=lambda d: d.source)
+
+    if report.failures and strict:
+        raise IngestError("--strict: not writing the index because of "
+                          + "; ".join(f"{d.source}: {d.reason}" for d in report.failures))
+    if not new_passages:
+        raise IngestError("no passages to index: every document failed to load "
+                          + "; ".join(f"{d.source}: {d.reason}" for d in report.failures))
+    report.passages = len(new_passages)
+    if dry_run or (old and same_setup and not report.changed and not report.failures):
+        report.reused = len(new_passages)
+        return report
+
+    # Vectors and tokens: reuse whatever has the same search text, compute the rest.
+    old_vectors = old.vectors() if old and same_setup else None
+    cache = {}
+    if old_vectors is not None:
+        cache = {content_hash(p.search_text(), 16): i for i, p in enumerate(old.passages)}
+    texts = [p.search_text() for p in new_passages]
+    keys = [content_hash(t, 16) for t in texts]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    # Removing a document needs no model; anything new does, and then the model must
+    # still be the one the stored vectors came from.
+    model = embedder.get() if todo else None
+    if model and cache and model.info.revision != old_embedder.get("revision"):
+        log(f"embedder {name} changed since the index was built: re-embedding everything")
+        cache = {}
+        todo = list(range(len(texts)))
+    embedder_info = model.info.to_dict() if model else old_embedder
+    vectors = np.zeros((len(texts), embedder_info["dimension"]), dtype=np.float32)
+    tokens: list[list[str]] = [[] for _ in texts]
+    for i, k in enumerate(keys):
+        if k in cache:
+            vectors[i] = old_vectors[cache[k]]
+            tokens[i] = old.tokens[cache[k]]
+    bar = tqdm(total=len(todo), desc="embedding", unit="passage", disable=not progress)
+    step = max(1, settings.batch_size) * 4
+    for start in range(0, len(todo), step):
+        batch = todo[start:start + step]
+        vectors[batch] = model.embed_passages([texts[i] for i in batch])
+        for i in batch:
+            tokens[i] = tokenizer.tokenize(texts[i])
+        bar.update(len(batch))
+    bar.close()
+    report.embedded, report.reused = len(todo), len(texts) - len(todo)
+
+    manifest = {
+        "format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION,
+        "created": old_manifest.get("created") or _now(), "updated": _now(),
+        "embedder": embedder_info,
+        "tokenizer": tokenizer.info,
+        "dense": {"kind": settings.dense, "metric": "inner_product", "normalized": True,
+                  **({"hnsw_m": 32, "ef_search": 128} if settings.dense == "hnsw" else {})},
+        "splitter": splitter_cfg,
+        "roots": sorted({d["root"] for d in documents.values()}),
+        "documents": documents,
+        "passages": len(new_passages),
+    }
+    dense = store.build_dense(vectors, settings.dense)
+    bm25 = store.build_bm25(tokens)
+    store.write_generation(index_dir, manifest, new_passages, tokens, dense, bm25)
+    report.written = True
+    return report
+
+
+def _keep_old(source, old, old_docs, old_by_id, new_passages, documents) -> int:
+    """Carry a document's passages over from the live index (unchanged or unreadable now)."""
+    prev = old_docs.get(source)
+    if not prev or old is None:
+        return 0
+    documents[source] = prev
+    for pid in prev["passages"]:
+        i = old_by_id[pid]
+        new_passages.append(old.passages[i])
+    return len(prev["passages"])
+
+
+def _diff(source, prev, old, old_by_id, passages) -> DocumentChange:
+    if not prev:
+        return DocumentChange(source, "added", passages=len(passages))
+    before = {change_key(pid): old.passages[old_by_id[pid]].text for pid in prev["passages"]}
+    after = {change_key(p.id): p.text for p in passages}
+    return DocumentChange(
+        source, "changed", passages=len(passages),
+        added=[k for k in after if k not in before],
+        changed=[k for k in after if k in before and before[k] != after[k]],
+        removed=[k for k in before if k not in after])
+
+
+def _load_previous(index_dir: Path, log) -> store.StoredIndex | None:
+    if store.current_generation(index_dir) is None:
+        return None
+    try:
+        return store.load_index(index_dir)
+    except store.IndexStoreError as e:
+        log(f"ignoring the existing index ({e}); rebuilding from scratch")
+        return None
+
+
+def _same_prefixes(settings: IngestSettings, old: dict) -> bool:
+    return ((settings.query_prefix is None or settings.query_prefix == old.get("query_prefix"))
+            and (settings.passage_prefix is None
+                 or settings.passage_prefix == old.get("passage_prefix")))
+
+
+def _default_embedder() -> str:
+    from .embedder import DEFAULT_EMBEDDER
+    return DEFAULT_EMBEDDER
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+__all__ = ["ingest", "discover", "IngestSettings", "IngestReport", "DocumentChange",
+           "IngestError", "EmbedderInfo"]

@@ -1,0 +1,321 @@
+"""Split a regulation into passages: one per article (条), long ones at 項.
+
+Structure first: 編/章/節 headings, captions such as 「（除籍）」 on the line before
+第42条, branch articles (第15条の2), 削除 articles, 附則, and the numbered items of
+申合せ that have no articles. Text that is not a regulation falls back to
+paragraphs and sentences. All matching is done on NFKC-normalised lines; the
+passages keep the original lines for display.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .japanese import NUMBER, article_label, nfkc, parse_number, split_sentences
+from .loaders import LoadedDocument
+from .passage import Passage, content_hash
+
+SPLITTER_VERSION = 1
+
+_MD_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+(?=第))")
+_HEADING = re.compile(rf"^第({NUMBER})(編|章|節|款)(?:\s+|$)(.*)$")
+_ARTICLE = re.compile(
+    rf"^第({NUMBER})条(?:の({NUMBER}))?(?:\s*[(]([^()]{{1,30}})[)])?(?:\s+(.*)|$)")
+_CAPTION = re.compile(r"^[(]([^()]{1,30})[)]$")
+_SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?$")
+_PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
+_ITEM_DIGIT = re.compile(r"^([0-9]+)(?:\s+|[.、]\s*)(\S.*)$")
+_ITEM_KANJI = re.compile(r"^([一二三四五六七八九十]+)\s+(\S.*)$")
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass
+class _Line:
+    text: str           # original, right-stripped
+    norm: str           # NFKC, stripped, markdown prefix removed
+    page: int | None
+
+
+@dataclass
+class _Unit:
+    """An article, 附則, 申合せ item, preamble or prose paragraph being collected."""
+    article: str
+    caption: str
+    heading: str
+    lines: list[_Line] = field(default_factory=list)
+    paragraph_starts: list[int] = field(default_factory=lambda: [0])  # line index of each 項
+
+    @property
+    def page(self) -> int | None:
+        return next((ln.page for ln in self.lines if ln.page is not None), None)
+
+
+def split_document(doc: LoadedDocument, source: str, *, max_tokens: int | None = None,
+                   count_tokens: TokenCounter | None = None) -> list[Passage]:
+    """Passages of one loaded document, in document order.
+
+    `max_tokens` bounds each passage's search text (header + text) in the embedder's
+    tokens, measured with `count_tokens`; without them passages are not size-limited.
+    """
+    lines = _lines(doc)
+    if any(_ARTICLE.match(ln.norm) for ln in lines):
+        units = _regulation_units(lines)
+    elif (items := _item_pattern(lines)) is not None:
+        units = _item_units(lines, items)
+    else:
+        units = _prose_units(lines)
+    counter = count_tokens or len
+    passages: list[Passage] = []
+    for unit in units:
+        passages.extend(_unit_passages(unit, doc.title, source, max_tokens, counter,
+                                       prose=not unit.article))
+    return _with_unique_ids(passages)
+
+
+# --------------------------------------------------------------------------- lines
+
+def _lines(doc: LoadedDocument) -> list[_Line]:
+    out = []
+    for page in doc.pages:
+        for raw in page.text.splitlines():
+            text = raw.rstrip()
+            norm = _MD_PREFIX.sub("", nfkc(text).strip()).strip()
+            out.append(_Line(text, norm, page.number))
+    return out
+
+
+def _is_heading(norm: str) -> re.Match | None:
+    m = _HEADING.match(norm)
+    # A heading is a short line of its own, not a sentence that starts with 第1章.
+    return m if m and "。" not in norm and len(norm) <= 40 else None
+
+
+def _heading_path(levels: dict[str, str]) -> str:
+    return " > ".join(levels[k] for k in ("編", "章", "節", "款") if levels.get(k))
+
+
+def _display(line: _Line) -> str:
+    return _MD_PREFIX.sub("", line.text.strip()).strip()
+
+
+# --------------------------------------------------------------------------- regulations
+
+def _regulation_units(lines: list[_Line]) -> list[_Unit]:
+    units: list[_Unit] = []
+    levels: dict[str, str] = {}
+    supplement: str | None = None   # "附則" or "附則(令和6年…)" once inside 附則
+    caption: _Line | None = None    # a 「（除籍）」 line waiting for its article
+    current = _Unit("", "", "")     # preamble until the first article
+    for ln in lines:
+        norm = ln.norm
+        if not norm:
+            continue
+        if caption is not None and not _ARTICLE.match(norm):
+            current.lines.append(caption)   # it was a bracketed line of text after all
+            caption = None
+        if (h := _is_heading(norm)) is not None:
+            kind = h.group(2)
+            order = ["編", "章", "節", "款"]
+            for lower in order[order.index(kind):]:
+                levels.pop(lower, None)
+            levels[kind] = _display(ln)
+            continue
+        if (s := _SUPPLEMENT.match(norm)) is not None:
+            supplement = "附則" + (f"({s.group(1)})" if s.group(1) else "")
+            levels = {}
+            units.append(current)
+            current = _Unit("附則", "", supplement, [ln])
+            continue
+        if _CAPTION.match(norm):
+            caption = ln
+            continue
+        if (a := _ARTICLE.match(norm)) is not None:
+            units.append(current)
+            label = article_label(parse_number(a.group(1)),
+                                  parse_number(a.group(2)) if a.group(2) else None)
+            cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")
+            heading = supplement or _heading_path(levels)
+            current = _Unit(("附則" if supplement else "") + label, cap.strip(), heading,
+                            ([caption] if caption else []) + [ln])
+            caption = None
+            continue
+        _append_body(current, ln)
+    if caption is not None:
+        current.lines.append(caption)
+    units.append(current)
+    # A 附則 heading followed by articles leaves an empty "附則" unit: drop it, and
+    # drop a preamble that is only the title, dates or a table of contents.
+    return [u for u in units if _has_body(u)]
+
+
+def _append_body(unit: _Unit, ln: _Line) -> None:
+    """Add a line to an article; a line 「２　…」 numbered next in sequence opens a 項."""
+    m = _PARAGRAPH.match(ln.norm)
+    if m and unit.article and int(m.group(1)) == len(unit.paragraph_starts) + 1:
+        unit.paragraph_starts.append(len(unit.lines))
+    unit.lines.append(ln)
+
+
+def _has_body(unit: _Unit) -> bool:
+    if unit.article and unit.article != "附則":
+        return True
+    body = [ln for ln in unit.lines if not _SUPPLEMENT.match(ln.norm)]
+    return any("。" in ln.norm for ln in body)
+
+
+# --------------------------------------------------------------------------- 申合せ items
+
+def _item_pattern(lines: list[_Line]) -> re.Pattern | None:
+    """Numbered top-level items (１　… ２　…) in a document without articles."""
+    for pattern in (_ITEM_DIGIT, _ITEM_KANJI):
+        numbers = [parse_number(m.group(1)) for ln in lines if (m := pattern.match(ln.norm))]
+        if numbers[:2] == [1, 2]:
+            return pattern
+    return None
+
+
+def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
+    units: list[_Unit] = []
+    levels: dict[str, str] = {}
+    current = _Unit("", "", "")
+    expected = 1
+    for ln in lines:
+        if not ln.norm:
+            continue
+        if (h := _is_heading(ln.norm)) is not None:
+            levels[h.group(2)] = _display(ln)
+            continue
+        m = pattern.match(ln.norm)
+        if m and parse_number(m.group(1)) == expected:   # in sequence: not a stray number
+            units.append(current)
+            current = _Unit(f"第{expected}項", "", _heading_path(levels), [ln])
+            expected += 1
+            continue
+        current.lines.append(ln)
+    units.append(current)
+    return [u for u in units if _has_body(u)]
+
+
+# --------------------------------------------------------------------------- prose
+
+def _prose_units(lines: list[_Line]) -> list[_Unit]:
+    """Paragraphs (blank-line separated) under their Markdown headings."""
+    units: list[_Unit] = []
+    heading_stack: list[tuple[int, str]] = []
+    current = _Unit("", "", "")
+    for ln in lines:
+        md = re.match(r"^(#{1,6})\s+(.*)$", ln.text.strip())
+        if md:
+            level = len(md.group(1))
+            heading_stack = [h for h in heading_stack if h[0] < level] + [(level, md.group(2))]
+            units.append(current)
+            # Level 1 is the document title, already in every passage's header.
+            current = _Unit("", "", " > ".join(h for lv, h in heading_stack if lv > 1))
+            continue
+        if not ln.norm:
+            units.append(current)
+            current = _Unit("", "", current.heading)
+            continue
+        current.lines.append(ln)
+    units.append(current)
+    return [u for u in units if u.lines]
+
+
+# --------------------------------------------------------------------------- sizing
+
+def _unit_passages(unit: _Unit, title: str, source: str, max_tokens: int | None,
+                   count: TokenCounter, prose: bool) -> list[Passage]:
+    def make(text: str, paragraph: str = "") -> Passage:
+        return Passage(id="", source=source, title=title, heading=unit.heading,
+                       article=unit.article, caption=unit.caption, paragraph=paragraph,
+                       page=unit.page, text=text)
+
+    whole = make(_join(unit.lines))
+    if max_tokens is None or count(whole.search_text()) <= max_tokens:
+        return [whole]
+    # Room for the header, including the longest 項 label a part could carry.
+    n = len(unit.paragraph_starts)
+    budget = max_tokens - count(make("", f"第{n}項〜第{n}項").search_text()) - 2
+    if budget < 8:
+        raise ValueError(f"{source}: max_tokens={max_tokens} leaves no room for text after "
+                         f"the passage header {make('').header()!r}")
+    # Pieces that may end a passage: 項 (for articles), then sentences. PDF line
+    # breaks are layout, not sentence ends, so only text files break at newlines.
+    pieces: list[tuple[str, int, bool]] = []   # (text, 項 number, opens the 項)
+    bounds = unit.paragraph_starts + [len(unit.lines)]
+    for number, (a, b) in enumerate(zip(bounds, bounds[1:]), start=1):
+        text = _join(unit.lines[a:b])
+        if count(nfkc(text)) <= budget:
+            pieces.append((text, number, True))
+            continue
+        sentences = _sentences_within(text, budget, count, newline_breaks=unit.page is None)
+        pieces.extend((s, number, i == 0) for i, s in enumerate(sentences))
+    parts: list[list[tuple[str, int, bool]]] = [[]]
+    used = 0
+    for piece in pieces:
+        n = count(nfkc(piece[0]))
+        if parts[-1] and used + n > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(piece)
+        used += n
+    out = []
+    for part in parts:
+        first, last = part[0][1], part[-1][1]
+        label = "" if prose else (f"第{first}項" if first == last else f"第{first}項〜第{last}項")
+        text = "".join(("\n" if opens and i else "") + t for i, (t, _, opens) in enumerate(part))
+        out.append(make(text.strip("\n"), label))
+    return out
+
+
+def _sentences_within(text: str, budget: int, count: TokenCounter,
+                      newline_breaks: bool) -> list[str]:
+    """Sentences of `text`; a single sentence over budget is cut at 、 and, as a last
+    resort, by characters, since the embedder would otherwise silently truncate it."""
+    out: list[str] = []
+    count_nfkc = lambda t: count(nfkc(t))  # noqa: E731 - measured as it will be embedded
+    for sentence in split_sentences(text, newline_breaks=newline_breaks):
+        if count_nfkc(sentence) <= budget:
+            out.append(sentence)
+            continue
+        chunk = ""
+        for clause in re.split(r"(?<=[、,])", sentence):
+            if chunk and count_nfkc(chunk + clause) > budget:
+                out.append(chunk)
+                chunk = ""
+            while count_nfkc(clause) > budget:       # no 、 to cut at: cut by characters
+                cut = max(1, len(clause) * budget // count_nfkc(clause))
+                out.append(clause[:cut])
+                clause = clause[cut:]
+            chunk += clause
+        if chunk:
+            out.append(chunk)
+    return out
+
+
+def _join(lines: list[_Line]) -> str:
+    return "\n".join(_display(ln) for ln in lines)
+
+
+def _with_unique_ids(passages: list[Passage]) -> list[Passage]:
+    seen: dict[str, int] = {}
+    prose_no = 0
+    for p in passages:
+        if p.article:
+            key = p.key
+        else:
+            prose_no += 1
+            key = f"段落{prose_no}"
+        n = seen.get(key, 0) + 1
+        seen[key] = n
+        if n > 1:            # 附則 of several amendments repeat article numbers
+            key = f"{key}~{n}"
+        p.id = f"{p.source}#{key}@{content_hash(p.text)}"
+    return passages
+
+
+def change_key(passage_id: str) -> str:
+    """The article-level part of a passage id (第42条, 第42条第2項, 段落3)."""
+    return passage_id.split("#", 1)[1].rsplit("@", 1)[0]

@@ -1,0 +1,208 @@
+"""The index directory: write a new generation beside the old, swap atomically.
+
+    INDEX_DIR/
+      CURRENT              name of the live generation (replaced with os.replace)
+      .lock                held by the one ingest that may write
+      gen-<time>-<pid>/    manifest.json, passages.jsonl, tokens.jsonl, dense.faiss, bm25/
+
+Readers follow CURRENT, so a crash or kill at any point of an ingest leaves the
+previous generation loadable; the next ingest removes unfinished generations.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .passage import Passage
+
+FORMAT_NAME = "gakusoku-rag-index"
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+
+
+class IndexStoreError(Exception):
+    """The index directory is missing, locked, corrupt or from another format."""
+
+
+class IndexLocked(IndexStoreError):
+    pass
+
+
+@dataclass
+class StoredIndex:
+    path: Path                 # the generation directory
+    manifest: dict
+    passages: list[Passage]
+    tokens: list[list[str]]
+    dense: "object"            # faiss.Index
+    bm25: "object"             # bm25s.BM25
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors, in passage order (FAISS flat and HNSW both reconstruct)."""
+        n = self.dense.ntotal
+        if n == 0:
+            return np.zeros((0, self.dense.d), dtype=np.float32)
+        return self.dense.reconstruct_n(0, n)
+
+
+def current_generation(index_dir: Path) -> Path | None:
+    pointer = index_dir / CURRENT
+    if not pointer.is_file():
+        return None
+    gen = index_dir / pointer.read_text(encoding="utf-8").strip()
+    return gen if (gen / "manifest.json").is_file() else None
+
+
+def read_manifest(index_dir: Path) -> dict:
+    gen = current_generation(index_dir)
+    if gen is None:
+        raise IndexStoreError(f"no index at {index_dir} (run `rag ingest` first)")
+    manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT_NAME:
+        raise IndexStoreError(f"{gen / 'manifest.json'}: not an index of this project")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise IndexStoreError(f"{index_dir}: index format {manifest['format_version']} is newer "
+                          f"than this program reads ({FORMAT_VERSION}); upgrade or re-ingest")
+    return manifest
+
+
+def load_index(index_dir: Path) -> StoredIndex:
+    import bm25s
+    import faiss
+
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    gen = current_generation(index_dir)
+    try:
+        passages = [Passage.from_dict(json.loads(line))
+                    for line in (gen / "passages.jsonl").read_text(encoding="utf-8").splitlines()]
+        tokens = [json.loads(line)
+                  for line in (gen / "tokens.jsonl").read_text(encoding="utf-8").splitlines()]
+        dense = faiss.read_index(str(gen / "dense.faiss"))
+        bm25 = bm25s.BM25.load(str(gen / "bm25"), show_progress=False) if passages else None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise IndexStoreError(f"index at {gen} is damaged ({e}); run `rag ingest` again") from None
+    if not (len(passages) == len(tokens) == dense.ntotal):
+        raise IndexStoreError(f"index at {gen} is inconsistent: {len(passages)} passages, "
+                          f"{len(tokens)} token lists, {dense.ntotal} vectors")
+    if "ef_search" in manifest.get("dense", {}) and hasattr(dense, "hnsw"):
+        dense.hnsw.efSearch = int(manifest["dense"]["ef_search"])
+    return StoredIndex(gen, manifest, passages, tokens, dense, bm25)
+
+
+def build_dense(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32):
+    """Exact inner product on normalised vectors, or HNSW for large corpora."""
+    import faiss
+
+    dim = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 128
+    else:
+        raise ValueError(f"unknown dense index kind {kind!r} (flat or hnsw)")
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def build_bm25(tokens: list[list[str]]):
+    import bm25s
+
+    retriever = bm25s.BM25()
+    # bm25s needs every document non-empty to keep ids aligned; "" is its empty token.
+    retriever.index([t or [""] for t in tokens], show_progress=False)
+    return retriever
+
+
+def write_generation(index_dir: Path, manifest: dict, passages: list[Passage],
+                     tokens: list[list[str]], dense, bm25) -> Path:
+    """Write a complete new generation, then point CURRENT at it atomically."""
+    import faiss
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    gen = index_dir / name
+    tmp = index_dir / (name + ".partial")
+    tmp.mkdir()
+    _write_lines(tmp / "passages.jsonl",
+                 (json.dumps(p.to_dict(), ensure_ascii=False) for p in passages))
+    _write_lines(tmp / "tokens.jsonl", (json.dumps(t, ensure_ascii=False) for t in tokens))
+    faiss.write_index(dense, str(tmp / "dense.faiss"))
+    if bm25 is not None:
+        bm25.save(str(tmp / "bm25"), show_progress=False)
+    # The manifest is written last: a generation without one is never read.
+    _write_lines(tmp / "manifest.json", [json.dumps(manifest, ensure_ascii=False, indent=1)])
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync(f)
+    os.rename(tmp, gen)
+    pointer_tmp = index_dir / f".{CURRENT}.{os.getpid()}"
+    pointer_tmp.write_text(name + "\n", encoding="utf-8")
+    _fsync(pointer_tmp)
+    os.replace(pointer_tmp, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+    remove_stale_generations(index_dir)
+    return gen
+
+
+def remove_stale_generations(index_dir: Path) -> None:
+    """Remove every generation but the live one (call with the lock held)."""
+    live = current_generation(index_dir)
+    for entry in index_dir.iterdir():
+        if entry.name.startswith("gen-") and entry != live:
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(f".{CURRENT}."):
+            entry.unlink(missing_ok=True)
+
+
+@contextmanager
+def index_lock(index_dir: Path):
+    """One writer per index. flock is released by the kernel if the process dies."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    path = index_dir / ".lock"
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise IndexLocked(f"{index_dir} is being written by {holder}; wait for that "
+                              "ingest to finish and run this one again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _write_lines(path: Path, lines) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line)
+            fh.write("\n")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

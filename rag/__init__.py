@@ -1,0 +1,1 @@
+"""Question -> passages -> answer over a department's regulations."""

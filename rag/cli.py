@@ -1,0 +1,222 @@
+"""The `rag` command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .config import MODES, ConfigError, load_config
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _config(ctx: click.Context):
+    try:
+        return load_config(ctx.obj.get("config_path"))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=None))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Settings file (default: $RAG_CONFIG, else ./rag.toml). "
+                   "Flags override it; RAG_* environment variables sit in between.")
+@click.version_option(package_name="gakusoku-rag")
+@click.pass_context
+def cli(ctx, config_path):
+    """Answer questions from a department's regulations (学則・規程・細則・申合せ).
+
+    \b
+    Typical use:
+      rag ingest corpus/                 build or update the index
+      rag search "除籍になるのはどんな場合？"   find the articles that decide a question
+    """
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+# --------------------------------------------------------------------------- ingest
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory to build or update [config: index; env RAG_INDEX; "
+                   "default indexes/default].")
+@click.option("--embedder", help="Sentence-transformers model (Hugging Face id or local path) "
+              "[config: ingest.embedder; env RAG_EMBEDDER; default: the index's own, else "
+              "cl-nagoya/ruri-v3-30m]. A different one re-embeds everything.")
+@click.option("--query-prefix", help="Prefix for questions (default: the model's own, "
+              "e.g. 「検索クエリ: 」 for ruri-v3, 'query: ' for multilingual-e5).")
+@click.option("--passage-prefix", help="Prefix for passages (default: the model's own).")
+@click.option("--max-tokens", type=click.IntRange(16), help="Largest passage, in embedder "
+              "tokens, title and headings included (default: the embedder's window).")
+@click.option("--batch-size", type=click.IntRange(1), help="Passages per embedding batch.")
+@click.option("--dense", type=click.Choice(["flat", "hnsw"]),
+              help="FAISS index: exact inner product (flat, default) or HNSW for large corpora.")
+@click.option("--device", help="Device for the embedder (cpu, cuda, mps; default: automatic).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--strict", is_flag=True, help="Fail (write nothing) if any file cannot be read.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_tokens,
+           batch_size, dense, device, dry_run, strict, as_json, quiet):
+    """Build or update an index from regulation files.
+
+    PATHS are files or directories (.txt/.md in UTF-8, Shift_JIS or EUC-JP, .html,
+    .pdf); default: the index's own sources, else [ingest] paths of rag.toml
+    (corpus/). Only changed documents are re-split and only changed passages
+    re-embedded; the new index replaces the old one atomically. Files that cannot be
+    read are reported by name and skipped (see --strict).
+    """
+    from ingest import store
+    from ingest.embedder import EmbedderError
+    from ingest.pipeline import IngestError, IngestSettings
+    from ingest.pipeline import ingest as run_ingest
+
+    cfg = _config(ctx)
+    index_dir = index_dir or Path(cfg.index)
+    if not paths:
+        try:
+            paths = [Path(p) for p in store.read_manifest(index_dir).get("roots", [])]
+        except store.IndexStoreError:
+            paths = []
+        paths = [p for p in paths if p.exists()] or [Path(p) for p in cfg.paths]
+    settings = IngestSettings(
+        embedder=embedder or cfg.embedder, query_prefix=query_prefix or cfg.query_prefix,
+        passage_prefix=passage_prefix or cfg.passage_prefix,
+        max_tokens=max_tokens or cfg.max_tokens, batch_size=batch_size or cfg.batch_size,
+        dense=dense or cfg.dense, device=device or cfg.device,
+        trust_remote_code=cfg.trust_remote_code)
+    progress = not quiet and sys.stderr.isatty()
+    log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
+    try:
+        report = run_ingest(list(paths), index_dir, settings, strict=strict, dry_run=dry_run,
+                            progress=progress, log=log)
+    except (IngestError, EmbedderError, store.IndexStoreError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _echo_json(report.to_dict())
+        return
+    for doc in report.documents:
+        if doc.status == "unchanged":
+            continue
+        color = {"failed": "red", "removed": "yellow", "added": "green"}.get(doc.status)
+        click.echo(click.style(doc.describe(), fg=color), err=doc.status == "failed")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    unchanged = sum(d.status == "unchanged" for d in report.documents)
+    verb = "would index" if dry_run else ("indexed" if report.written else "up to date:")
+    click.echo(f"{verb} {report.passages} passages from "
+               f"{len(report.documents) - len(report.failures)} documents into {index_dir} "
+               f"({unchanged} unchanged, {report.embedded} passages embedded, "
+               f"{report.reused} reused, {report.seconds:.1f}s)")
+    if report.failures:
+        click.echo(click.style(f"{len(report.failures)} file(s) skipped; see above "
+                               "(--strict makes this an error)", fg="red"), err=True)
+
+
+# --------------------------------------------------------------------------- search
+
+def _read_queries(path: Path) -> list[dict]:
+    """One question a line, or JSONL objects with a `question` field (and maybe `id`)."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise click.ClickException(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj.get("question"), str) or not obj["question"].strip():
+                raise click.ClickException(f"{path}:{n}: missing field 'question'")
+            out.append({"query": obj["question"], **({"id": obj["id"]} if "id" in obj else {})})
+        else:
+            out.append({"query": line})
+    if not out:
+        raise click.ClickException(f"{path}: no questions in the file")
+    return out
+
+
+def _print_hits(query: str, hits, full: bool) -> None:
+    click.echo(click.style(f"Q: {query}", bold=True))
+    if not hits:
+        click.echo("  (no matching passages)")
+    for h in hits:
+        p = h.passage
+        page = f" p.{p.page}" if p.page else ""
+        cite = " ".join(x for x in (p.title, p.label) if x)
+        click.echo(f"[{h.rank}] {click.style(cite, fg='cyan')}  "
+                   f"{click.style(p.source + page, dim=True)}  score {h.score:.4f}")
+        if p.heading:
+            click.echo(f"    {p.heading}")
+        text = p.text if full or len(p.text) <= 240 else p.text[:240] + "…"
+        for line in text.splitlines():
+            click.echo(f"    {line}")
+    click.echo()
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory [config: index; env RAG_INDEX; default indexes/default].")
+@click.option("-k", "k", type=click.IntRange(1), help="Passages to return [config: search.k; "
+              "default 5].")
+@click.option("--mode", type=click.Choice(MODES), help="hybrid (dense + BM25 fused by "
+              "reciprocal rank; default), dense, or bm25 [config: search.mode].")
+@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Run many questions in one process: a text file of one "
+              "question a line, or JSONL with a 'question' (and optional 'id') field.")
+@click.option("--embedder", help="Must match the index's embedder; by default the index's own "
+              "is used [env RAG_EMBEDDER].")
+@click.option("--device", help="Device for the embedder (cpu, cuda, mps).")
+@click.option("--full", is_flag=True, help="Print whole passages, not the first 240 characters.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
+              "article, heading, text, ...}; with --queries one object a line: "
+              "{query, id, results}.")
+@click.pass_context
+def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, full, as_json):
+    """Find the passages of the regulations that answer QUESTION."""
+    from ingest import store
+    from ingest.embedder import EmbedderError
+
+    from .retrieve import EmbedderMismatch, Retriever
+
+    if bool(question) == bool(queries_file):
+        raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
+    cfg = _config(ctx)
+    k = k or cfg.k
+    mode = mode or cfg.mode
+    queries = _read_queries(queries_file) if queries_file else [{"query": question}]
+    try:
+        retriever = Retriever(index_dir or Path(cfg.index),
+                              embedder=embedder or os.environ.get("RAG_EMBEDDER"),
+                              device=device or cfg.device,
+                              trust_remote_code=cfg.trust_remote_code)
+        results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
+    except (store.IndexStoreError, EmbedderMismatch, EmbedderError) as e:
+        raise click.ClickException(str(e)) from None
+    for q, hits in zip(queries, results):
+        if as_json and queries_file:
+            _echo_json({**q, "results": [h.to_json() for h in hits]})
+        elif as_json:
+            click.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+        else:
+            _print_hits(q["query"], hits, full)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

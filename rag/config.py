@@ -1,0 +1,110 @@
+"""Settings: built-in defaults < rag.toml < RAG_* environment variables < flags.
+
+rag.toml is read from --config, else $RAG_CONFIG, else ./rag.toml. Unknown keys
+are an error naming the file and the key, so a typo never silently does nothing.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Config:
+    # [index]
+    index: str = "indexes/default"
+    # [ingest]
+    paths: list[str] = field(default_factory=lambda: ["corpus"])
+    embedder: str | None = None            # None: the index's own, or cl-nagoya/ruri-v3-30m
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    max_tokens: int | None = None          # None: the embedder's window
+    batch_size: int = 32
+    dense: str = "flat"
+    device: str | None = None
+    trust_remote_code: bool = False
+    # [search]
+    k: int = 5
+    mode: str = "hybrid"
+    source: str = "defaults"               # where the file settings came from, for --help/debug
+
+
+# section -> keys allowed in it; keys at the top level are allowed too.
+SECTIONS = {
+    "index": {"index"},
+    "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
+               "batch_size", "dense", "device", "trust_remote_code"},
+    "search": {"k", "mode"},
+}
+ENV = {"index": "RAG_INDEX", "embedder": "RAG_EMBEDDER", "device": "RAG_DEVICE",
+       "max_tokens": "RAG_MAX_TOKENS", "batch_size": "RAG_BATCH_SIZE", "k": "RAG_K",
+       "mode": "RAG_MODE"}
+MODES = ("hybrid", "dense", "bm25")
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    cfg = Config()
+    file = Path(path) if path else (Path(os.environ["RAG_CONFIG"]) if os.environ.get(
+        "RAG_CONFIG") else Path("rag.toml"))
+    if path or os.environ.get("RAG_CONFIG"):
+        if not file.is_file():
+            raise ConfigError(f"{file}: config file not found")
+    if file.is_file():
+        _apply_file(cfg, file)
+    for key, var in ENV.items():
+        if os.environ.get(var):
+            setattr(cfg, key, _coerce(key, os.environ[var], var))
+    _validate(cfg, "settings")
+    return cfg
+
+
+def _apply_file(cfg: Config, file: Path) -> None:
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file}: {e}") from None
+    known = {f.name for f in fields(Config)} - {"source"}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise ConfigError(f"{file}: unknown section [{key}] "
+                                  f"(known: {', '.join(SECTIONS)})")
+            for sub, v in value.items():
+                if sub not in SECTIONS[key]:
+                    raise ConfigError(f"{file}: unknown key {sub!r} in [{key}] "
+                                      f"(known: {', '.join(sorted(SECTIONS[key]))})")
+                setattr(cfg, sub, v)
+        elif key in known:
+            setattr(cfg, key, value)
+        else:
+            raise ConfigError(f"{file}: unknown key {key!r}")
+    cfg.source = str(file)
+    _validate(cfg, str(file))
+
+
+def _coerce(key: str, raw: str, where: str):
+    kind = {f.name: f.type for f in fields(Config)}[key]
+    if "int" in str(kind):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{where}={raw!r}: {key} must be an integer") from None
+    return raw
+
+
+def _validate(cfg: Config, where: str) -> None:
+    if cfg.mode not in MODES:
+        raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}, not {cfg.mode!r}")
+    if cfg.dense not in ("flat", "hnsw"):
+        raise ConfigError(f"{where}: dense must be flat or hnsw, not {cfg.dense!r}")
+    for key in ("k", "batch_size"):
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+            raise ConfigError(f"{where}: {key} must be a positive integer")
+    if isinstance(cfg.paths, str):
+        cfg.paths = [cfg.paths]

@@ -1,0 +1,128 @@
+"""Search an index: dense (FAISS), BM25 (bm25s + Sudachi) or both fused by rank."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ingest import store
+from ingest.embedder import Embedder
+from ingest.japanese import nfkc
+from ingest.passage import Passage
+from ingest.tokenizer import JapaneseTokenizer
+
+RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
+MODES = ("hybrid", "dense", "bm25")
+
+
+class EmbedderMismatch(Exception):
+    pass
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    passage: Passage
+
+    def to_json(self) -> dict:
+        p = self.passage
+        return {"rank": self.rank, "score": round(float(self.score), 6), "source": p.source,
+                "article": p.article, "heading": p.heading, "text": p.text, "title": p.title,
+                "caption": p.caption, "paragraph": p.paragraph, "page": p.page, "id": p.id}
+
+
+class Retriever:
+    """Loads an index once and answers many queries."""
+
+    def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
+                 device: str | None = None, trust_remote_code: bool = False):
+        self.index_dir = Path(index_dir)
+        self.index = store.load_index(self.index_dir)
+        self.info = self.index.manifest["embedder"]
+        if embedder and embedder != self.info["name"]:
+            raise EmbedderMismatch(
+                f"index {self.index_dir} was built with embedder {self.info['name']!r}, "
+                f"not {embedder!r}: search it without --embedder/RAG_EMBEDDER, or rebuild "
+                f"it with `rag ingest --embedder {embedder}`")
+        self._embedder_args = dict(device=device, trust_remote_code=trust_remote_code)
+        self._embedder: Embedder | None = None
+        self.tokenizer = JapaneseTokenizer()
+        self.timings: dict[str, float] = {}
+
+    @property
+    def passages(self) -> list[Passage]:
+        return self.index.passages
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            info = self.info
+            model = Embedder(info["name"], query_prefix=info["query_prefix"],
+                             passage_prefix=info["passage_prefix"], **self._embedder_args)
+            if model.dimension != info["dimension"] or model.revision != info["revision"]:
+                raise EmbedderMismatch(
+                    f"embedder {info['name']!r} is not the model index {self.index_dir} was "
+                    f"built with (revision {model.revision} vs {info['revision']}, dimension "
+                    f"{model.dimension} vs {info['dimension']}); re-run `rag ingest`")
+            self._embedder = model
+        return self._embedder
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        return self.search_many([query], k, mode)[0]
+
+    def search_many(self, queries: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        n = len(self.passages)
+        if n == 0 or not queries:
+            return [[] for _ in queries]
+        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k)
+        queries = [nfkc(q).strip() for q in queries]
+        dense = self._dense(queries, depth) if mode in ("dense", "hybrid") else None
+        sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        out = []
+        for qi in range(len(queries)):
+            if mode == "dense":
+                ranked = dense[qi]
+            elif mode == "bm25":
+                ranked = sparse[qi]
+            else:
+                ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]])
+            out.append([Hit(r + 1, s, self.passages[i]) for r, (i, s) in enumerate(ranked[:k])])
+        return out
+
+    def _dense(self, queries: list[str], depth: int) -> list[list[tuple[int, float]]]:
+        t0 = time.perf_counter()
+        vecs = self.embedder.embed_queries(queries)
+        t1 = time.perf_counter()
+        scores, ids = self.index.dense.search(vecs, depth)
+        self.timings["embed_ms"] = (t1 - t0) * 1000
+        self.timings["dense_ms"] = (time.perf_counter() - t1) * 1000
+        return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
+                for row_i, row_s in zip(ids, scores)]
+
+    def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
+        t0 = time.perf_counter()
+        bm25 = self.index.bm25
+        ids = [bm25.vocab_dict[t] for t in self.tokenizer.tokenize(query) if t in bm25.vocab_dict]
+        if not ids:
+            return []
+        scores = bm25.get_scores_from_ids(ids)
+        top = np.argpartition(-scores, min(depth, len(scores) - 1))[:depth]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        self.timings["bm25_ms"] = (time.perf_counter() - t0) * 1000
+        # Passages that share no word with the question are not BM25 results at all.
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]],
+                           k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse ranked lists of (passage index, score) by sum of 1 / (k + rank)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (i, _) in enumerate(ranking, start=1):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda x: (-x[1], x[0]))
