@@ -105,9 +105,7 @@ class Embedder:
             _fingerprint(local) if local else "unknown")
         self.tokenizer = self.model.tokenizer
         self.max_tokens = int(self.model.max_seq_length or 512)
-        dim = self.model.get_embedding_dimension() if hasattr(
-            self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
-        self.dimension = int(dim)
+        self.dimension = int(self.model.get_embedding_dimension())
 
     @property
     def info(self) -> EmbedderInfo:

@@ -5,7 +5,6 @@ original text is always kept for display.
 """
 from __future__ import annotations
 
-import re
 import unicodedata
 
 _KANJI_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5,
@@ -15,8 +14,6 @@ _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
 # A number as it appears in article labels: ASCII digits (after NFKC) or kanji numerals.
 NUMBER = r"[0-9]+|[〇零一二三四五六七八九十百千]+"
 
-# Sentence ends: 。！？ (NFKC turns ！？ into !?), optionally followed by closing brackets.
-_SENTENCE_END = re.compile(r"(?<=[。!?！？])[」』）)]*")
 
 
 def nfkc(text: str) -> str:
@@ -42,23 +39,31 @@ def parse_number(token: str) -> int:
     return total + (digit or 0)
 
 
+_OPEN, _CLOSE = "（(「『【［[", "）)」』】］]"
+_ENDS = "。！？!?"
+
+
 def split_sentences(text: str, newline_breaks: bool = True) -> list[str]:
-    """Split after 。！？ (closing brackets stay with their sentence).
+    """Split after 。！？ outside brackets: 「…を除く。）とする。」 is one sentence.
 
     With `newline_breaks`, a line break also ends a piece (headings, list items);
     without it (PDF text, where breaks are only layout) sentences span lines.
     Joining the pieces gives back `text` exactly.
     """
     out: list[str] = []
-    chunks = text.splitlines(keepends=True) if newline_breaks else [text]
-    for chunk in chunks:
-        start = 0
-        for m in _SENTENCE_END.finditer(chunk):
-            if m.end() > start:
-                out.append(chunk[start:m.end()])
-                start = m.end()
-        if start < len(chunk):
-            out.append(chunk[start:])
+    depth, start = 0, 0
+    for i, c in enumerate(text):
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth = max(0, depth - 1)
+        elif c == "\n" and newline_breaks:
+            depth = 0                      # an unbalanced bracket never spans lines
+        if (c in _ENDS and depth == 0) or (c == "\n" and newline_breaks):
+            out.append(text[start:i + 1])
+            start = i + 1
+    if start < len(text):
+        out.append(text[start:])
     # Whitespace-only pieces (a bare newline) belong to the previous sentence.
     merged: list[str] = []
     for piece in out:

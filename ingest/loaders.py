@@ -149,6 +149,21 @@ def extraction_garbage_ratio(text: str) -> float:
     return bad / len(text)
 
 
+# A line that is only a page number: "3", "- 3 -", "－３－", "3 / 10", "p. 3".
+_PAGE_NUMBER = re.compile(r"^[\s\-－‐―ー(（]*(?:p\.?\s*)?[0-9０-９]+(?:\s*[/／]\s*[0-9０-９]+)?"
+                          r"[\s\-－‐―ー)）]*$", re.IGNORECASE)
+
+
+def _strip_page_furniture(text: str) -> str:
+    """Drop page-number lines at the top or bottom of a page: they are not regulation text."""
+    lines = text.splitlines()
+    while lines and (not lines[-1].strip() or _PAGE_NUMBER.match(lines[-1])):
+        lines.pop()
+    while lines and (not lines[0].strip() or _PAGE_NUMBER.match(lines[0])):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
 def _load_pdf(data: bytes) -> LoadedDocument:
     import io
     import logging
@@ -169,7 +184,7 @@ def _load_pdf(data: bytes) -> LoadedDocument:
                 raise LoadError(f"encrypted PDF ({e})") from None
             if not ok:
                 raise LoadError("encrypted PDF (a password is needed to read it)")
-        pages = [Page(page.extract_text() or "", number=i + 1)
+        pages = [Page(_strip_page_furniture(page.extract_text() or ""), number=i + 1)
                  for i, page in enumerate(reader.pages)]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:

@@ -180,6 +180,7 @@ def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
     units: list[_Unit] = []
     levels: dict[str, str] = {}
     current = _Unit("", "", "")
+    caption: _Line | None = None    # 「（卒業研究着手要件）」 waiting for its item
     expected = 1
     for ln in lines:
         if not ln.norm:
@@ -190,10 +191,21 @@ def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
         m = pattern.match(ln.norm)
         if m and parse_number(m.group(1)) == expected:   # in sequence: not a stray number
             units.append(current)
-            current = _Unit(f"第{expected}項", "", _heading_path(levels), [ln])
+            cap = _CAPTION.match(caption.norm).group(1) if caption else ""
+            current = _Unit(f"第{expected}項", cap, _heading_path(levels),
+                            ([caption] if caption else []) + [ln])
+            caption = None
             expected += 1
             continue
+        if caption is not None:
+            current.lines.append(caption)
+            caption = None
+        if _CAPTION.match(ln.norm):
+            caption = ln
+            continue
         current.lines.append(ln)
+    if caption is not None:
+        current.lines.append(caption)
     units.append(current)
     return [u for u in units if _has_body(u)]
 

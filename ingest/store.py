@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import time
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ def write_generation(index_dir: Path, manifest: dict, passages: list[Passage],
     import faiss
 
     index_dir.mkdir(parents=True, exist_ok=True)
-    name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
     gen = index_dir / name
     tmp = index_dir / (name + ".partial")
     tmp.mkdir()

@@ -29,7 +29,7 @@ class JapaneseTokenizer:
     def _tokenizer(self):
         from sudachipy import Dictionary, SplitMode
         self._modes = SplitMode
-        return Dictionary(dict=self.dictionary).create(SplitMode.C)
+        return Dictionary(dict=self.dictionary).tokenizer(mode=SplitMode.C)
 
     @property
     def info(self) -> dict:

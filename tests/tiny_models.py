@@ -27,7 +27,8 @@ def build_tiny_sentence_transformer(out: Path, texts: list[str], *, dim: int = 3
                                     prompts: dict | None = None) -> Path:
     """A 2-layer random BERT + mean pooling + normalisation, saved as an ST model."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from tokenizers import processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -46,9 +47,9 @@ def build_tiny_sentence_transformer(out: Path, texts: list[str], *, dim: int = 3
     bert_dir = out / "bert"
     BertModel(config).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
-    word = models.Transformer(str(bert_dir), max_seq_length=max_seq_length)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
-    st = SentenceTransformer(modules=[word, pool, models.Normalize()],
+    word = Transformer(str(bert_dir), max_seq_length=max_seq_length)
+    pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    st = SentenceTransformer(modules=[word, pool, Normalize()],
                              prompts=prompts or {}, device="cpu")
     st.save(str(out))
     return out

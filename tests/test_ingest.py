@@ -1,0 +1,233 @@
+"""Ingest end to end with a real (tiny) embedder, FAISS and bm25s: bad files,
+incremental updates, atomic swaps under SIGKILL, and the writer lock."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import store
+from ingest.pipeline import IngestError, IngestSettings, ingest
+from rag.retrieve import EmbedderMismatch, Retriever
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _settings(model) -> IngestSettings:
+    return IngestSettings(embedder=str(model))
+
+
+def _vectors_by_id(index_dir: Path) -> dict[str, np.ndarray]:
+    idx = store.load_index(index_dir)
+    return {p.id: v for p, v in zip(idx.passages, idx.vectors())}
+
+
+def test_bad_files_are_reported_and_the_rest_is_indexed(corpus_copy, tmp_path, tiny_embedder):
+    (corpus_copy / "壊れた.pdf").write_bytes(b"%PDF-1.4 broken")
+    (corpus_copy / "空.txt").write_bytes(b"")
+    (corpus_copy / "画像.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (corpus_copy / "notes.docx").write_bytes(b"PK")      # unsupported: not even looked at
+    report = ingest([corpus_copy], tmp_path / "idx", _settings(tiny_embedder))
+    failed = {d.source: d.reason for d in report.failures}
+    assert set(failed) == {"壊れた.pdf", "空.txt", "画像.txt"}
+    assert "corrupt PDF" in failed["壊れた.pdf"] and "empty" in failed["空.txt"]
+    assert "binary" in failed["画像.txt"]
+    sources = {p.source for p in store.load_index(tmp_path / "idx").passages}
+    assert "学則.txt" in sources and "学生懲戒規程.pdf" in sources
+    assert report.written
+
+
+def test_strict_writes_nothing(corpus_copy, tmp_path, tiny_embedder):
+    (corpus_copy / "空.txt").write_bytes(b"")
+    with pytest.raises(IngestError, match="空.txt: empty file"):
+        ingest([corpus_copy], tmp_path / "idx", _settings(tiny_embedder), strict=True)
+    assert store.current_generation(tmp_path / "idx") is None
+
+
+def test_manifest_records_what_search_relies_on(corpus_index):
+    m = store.read_manifest(corpus_index)
+    assert m["format_version"] == store.FORMAT_VERSION
+    assert m["embedder"]["dimension"] == 32 and m["embedder"]["query_prefix"] == "query: "
+    assert m["embedder"]["revision"].startswith("sha256:")
+    assert m["tokenizer"]["name"] == "sudachipy"
+    assert m["tokenizer"]["dictionary"] == "sudachidict_core"
+    doc = m["documents"]["履修規程.txt"]
+    assert doc["encoding"] == "cp932" and len(doc["sha256"]) == 64
+    assert m["documents"]["学生懲戒規程.pdf"]["pages"] >= 2
+    idx = store.load_index(corpus_index)
+    assert [p.id for p in idx.passages] == [pid for d in m["documents"].values()
+                                            for pid in d["passages"]]
+
+
+def test_reingest_reembeds_only_what_changed_and_reports_articles(corpus_copy, tmp_path,
+                                                                   tiny_embedder):
+    index = tmp_path / "idx"
+    first = ingest([corpus_copy], index, _settings(tiny_embedder))
+    before = _vectors_by_id(index)
+
+    again = ingest([corpus_copy], index, _settings(tiny_embedder))
+    assert not again.written and again.embedded == 0
+    assert all(d.status == "unchanged" for d in again.documents)
+
+    f = corpus_copy / "学則.txt"
+    text = f.read_text(encoding="utf-8")
+    assert "１６単位に満たない者" in text and "第４９条" in text
+    text = text.replace("１６単位に満たない者", "２０単位に満たない者")
+    # Remove 第49条 (caption line and body) and add 第43条の2.
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("第４９条")) - 1
+    end = next(i for i in range(start + 2, len(lines)) if lines[i].startswith(("（", "第", "附")))
+    lines[start:end] = []
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("第４４条")) - 1
+    lines[at:at] = ["（再入学の特例）", "第４３条の２　災害により除籍された者の再入学は、別に定める。"]
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (corpus_copy / "学生生活ガイド.md").unlink()
+
+    report = ingest([corpus_copy], index, _settings(tiny_embedder))
+    by_source = {d.source: d for d in report.documents}
+    gakusoku = by_source["学則.txt"]
+    assert gakusoku.status == "changed"
+    assert any(k.startswith("第42条") for k in gakusoku.changed)
+    assert gakusoku.added == ["第43条の2"] and gakusoku.removed == ["第49条"]
+    assert "第43条の2 added" in gakusoku.describe() and "第49条 removed" in gakusoku.describe()
+    assert by_source["学生生活ガイド.md"].status == "removed"
+    assert by_source["履修規程.txt"].status == "unchanged"
+    assert report.embedded == 1 + sum(1 for k in gakusoku.changed)
+    after = _vectors_by_id(index)
+    unchanged = [pid for pid in after if pid.startswith("履修規程.txt#")]
+    assert unchanged and all(np.array_equal(before[pid], after[pid]) for pid in unchanged)
+    assert not any(pid.startswith("学生生活ガイド.md#") for pid in after)
+    assert first.passages - report.passages == (
+        by_source["学生生活ガイド.md"].passages + 1 - 1)   # guide gone, 49 out, 43の2 in
+
+
+def test_unreadable_update_keeps_the_indexed_version(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    ids = {pid for pid in _vectors_by_id(index) if pid.startswith("学生懲戒規程.pdf#")}
+    (corpus_copy / "学生懲戒規程.pdf").write_bytes(b"%PDF-1.7 truncated by a bad upload")
+    report = ingest([corpus_copy], index, _settings(tiny_embedder))
+    (failure,) = report.failures
+    assert failure.source == "学生懲戒規程.pdf" and "keeping the previously indexed" in failure.reason
+    assert ids <= set(_vectors_by_id(index))
+
+
+def test_dry_run_writes_nothing(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    gen = store.current_generation(index)
+    f = corpus_copy / "履修規程.txt"
+    f.write_bytes(f.read_bytes().replace("24単位".encode("cp932"), "22単位".encode("cp932")))
+    report = ingest([corpus_copy], index, _settings(tiny_embedder), dry_run=True)
+    changed = {d.source: d for d in report.documents}["履修規程.txt"]
+    assert changed.status == "changed" and changed.changed
+    assert store.current_generation(index) == gen and not report.written
+
+
+def test_symlinks_never_leave_the_tree(corpus_copy, tmp_path, tiny_embedder):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("秘密の規程\n第１条　外部のファイルである。\n", encoding="utf-8")
+    (corpus_copy / "link.txt").symlink_to(outside)
+    (corpus_copy / "inside.txt").symlink_to(corpus_copy / "履修規程.txt")
+    (corpus_copy / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    report = ingest([corpus_copy], tmp_path / "idx", _settings(tiny_embedder))
+    failed = {d.source: d.reason for d in report.failures}
+    assert "outside" in failed["link.txt"]
+    texts = " ".join(p.text for p in store.load_index(tmp_path / "idx").passages)
+    assert "外部のファイル" not in texts
+    assert "inside.txt" in {d.source for d in report.documents if d.status == "added"}
+
+
+def test_embedder_mismatch_is_a_clear_error(corpus_index, other_embedder, tmp_path,
+                                            tiny_embedder):
+    with pytest.raises(EmbedderMismatch, match="was built with embedder"):
+        Retriever(corpus_index, embedder=str(other_embedder))
+    # The same path now holding different weights is caught on the first dense search.
+    import shutil
+    moved = tmp_path / "model"
+    shutil.copytree(tiny_embedder, moved)
+    index = tmp_path / "idx"
+    ingest([REPO / "corpus" / "履修規程.txt"], index, _settings(moved))
+    shutil.rmtree(moved)
+    shutil.copytree(other_embedder, moved)
+    retriever = Retriever(index)
+    assert retriever.search("履修登録", mode="bm25")       # BM25 needs no embedder
+    with pytest.raises(EmbedderMismatch, match="not the model"):
+        retriever.search("履修登録", mode="dense")
+
+
+def test_changing_the_embedder_reembeds_everything(corpus_copy, tmp_path, tiny_embedder,
+                                                   other_embedder):
+    index = tmp_path / "idx"
+    first = ingest([corpus_copy], index, _settings(tiny_embedder))
+    report = ingest([corpus_copy], index, _settings(other_embedder))
+    assert report.embedded == report.passages and report.reused == 0
+    assert first.written
+    assert store.read_manifest(index)["embedder"]["dimension"] == 24
+
+
+# --------------------------------------------------------------------------- crash safety
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from ingest import store, embedder
+    from ingest.pipeline import IngestSettings, ingest
+    corpus, index, model, where = sys.argv[1:5]
+    if where == "embedding":
+        def die(self, texts, progress=False):
+            os.kill(os.getpid(), signal.SIGKILL)
+        embedder.Embedder.embed_passages = die
+    else:
+        real = store._write_lines
+        def write_then_die(path, lines):
+            real(path, lines)
+            if path.name == where:
+                os.kill(os.getpid(), signal.SIGKILL)
+        store._write_lines = write_then_die
+    ingest([Path(corpus)], Path(index), IngestSettings(embedder=model))
+""")
+
+
+@pytest.mark.parametrize("where", ["embedding", "tokens.jsonl", "manifest.json"])
+def test_killed_ingest_leaves_the_previous_index_usable(corpus_copy, tmp_path, tiny_embedder,
+                                                        where):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    expected = [h.passage.id for h in Retriever(index).search("除籍の要件", k=5)]
+    f = corpus_copy / "学則.txt"
+    f.write_text(f.read_text(encoding="utf-8").replace("除籍", "除名"), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(corpus_copy), str(index),
+                           str(tiny_embedder), where], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert [h.passage.id for h in Retriever(index).search("除籍の要件", k=5)] == expected
+    # The next ingest finishes the job and clears the unfinished generation.
+    report = ingest([corpus_copy], index, _settings(tiny_embedder))
+    assert report.written
+    assert [e.name for e in index.iterdir() if e.name.startswith("gen-")] == [
+        store.current_generation(index).name]
+
+
+def test_a_second_ingest_waits_its_turn(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    with store.index_lock(index):
+        proc = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus_copy),
+                               "--index", str(index), "--embedder", str(tiny_embedder)],
+                              cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"is being written by pid {os.getpid()}" in proc.stderr
+    assert store.current_generation(index) is None
+
+
+def test_ingest_json_report(corpus_copy, tmp_path, tiny_embedder):
+    proc = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus_copy), "--index",
+                           str(tmp_path / "idx"), "--embedder", str(tiny_embedder), "--json"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["written"] and report["embedded"] == report["passages"] > 80
+    assert {d["status"] for d in report["documents"]} == {"added"}
