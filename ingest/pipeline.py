@@ -83,7 +83,8 @@ class IngestReport:
 
 @dataclass
 class IngestSettings:
-    embedder: str | None = None          # None: keep the index's embedder (or the default)
+    embedder: str | None = None          # an explicit choice: re-embeds if it differs
+    default_embedder: str | None = None  # for a new index only (config file, RAG_EMBEDDER)
     embedder_revision: str | None = None
     query_prefix: str | None = None
     passage_prefix: str | None = None
@@ -190,7 +191,10 @@ def _ingest_locked(files, problems, index_dir, settings, strict, dry_run, progre
     old = _load_previous(index_dir, log)
     old_manifest = old.manifest if old else {}
     old_embedder = old_manifest.get("embedder") or {}
-    name = settings.embedder or old_embedder.get("name") or _default_embedder()
+    # An existing index keeps its embedder unless one is named explicitly: a changed
+    # default in rag.toml must not silently re-embed (and re-split) everything.
+    name = (settings.embedder or old_embedder.get("name") or settings.default_embedder
+            or _default_embedder())
     embedder = _LazyEmbedder(settings, name, log)
     tokenizer = JapaneseTokenizer()
     splitter_cfg = {"version": SPLITTER_VERSION, "max_tokens": settings.max_tokens}

@@ -49,9 +49,10 @@ def cli(ctx, config_path):
 @click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Index directory to build or update [config: index; env RAG_INDEX; "
                    "default indexes/default].")
-@click.option("--embedder", help="Sentence-transformers model (Hugging Face id or local path) "
-              "[config: ingest.embedder; env RAG_EMBEDDER; default: the index's own, else "
-              "cl-nagoya/ruri-v3-30m]. A different one re-embeds everything.")
+@click.option("--embedder", help="Sentence-transformers model (Hugging Face id or local path). "
+              "An existing index keeps the embedder it was built with unless this flag names "
+              "another (then everything is re-embedded); a new index uses this, else "
+              "RAG_EMBEDDER, else ingest.embedder of rag.toml (cl-nagoya/ruri-v3-30m).")
 @click.option("--query-prefix", help="Prefix for questions (default: the model's own, "
               "e.g. 「検索クエリ: 」 for ruri-v3, 'query: ' for multilingual-e5).")
 @click.option("--passage-prefix", help="Prefix for passages (default: the model's own).")
@@ -90,7 +91,7 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
             paths = []
         paths = [p for p in paths if p.exists()] or [Path(p) for p in cfg.paths]
     settings = IngestSettings(
-        embedder=embedder or cfg.embedder, query_prefix=query_prefix or cfg.query_prefix,
+        embedder=embedder, default_embedder=cfg.embedder, query_prefix=query_prefix or cfg.query_prefix,
         passage_prefix=passage_prefix or cfg.passage_prefix,
         max_tokens=max_tokens or cfg.max_tokens, batch_size=batch_size or cfg.batch_size,
         dense=dense or cfg.dense, device=device or cfg.device,

@@ -1,0 +1,69 @@
+"""The question set (JSONL): load and validate, naming the line and field at fault."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TYPES = ("lookup", "paraphrase", "reasoning", "multi", "unanswerable")
+
+
+class QuestionSetError(Exception):
+    pass
+
+
+@dataclass
+class Gold:
+    file: str
+    article: str
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    answer: str = ""
+    must_include: list[str] = field(default_factory=list)
+    gold: list[Gold] = field(default_factory=list)
+    type: str = "lookup"
+    line: int = 0
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    path = Path(path)
+    out: list[Question] = []
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise QuestionSetError(f"{where}: invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise QuestionSetError(f"{where}: expected a JSON object")
+        for key in ("id", "question"):
+            if not isinstance(obj.get(key), str) or not obj[key].strip():
+                raise QuestionSetError(f"{where}: field {key!r} is missing or empty")
+        if obj["id"] in seen:
+            raise QuestionSetError(f"{where}: duplicate id {obj['id']!r} "
+                                   f"(first on line {seen[obj['id']]})")
+        seen[obj["id"]] = n
+        qtype = obj.get("type", "lookup")
+        if qtype not in TYPES:
+            raise QuestionSetError(f"{where}: field 'type' is {qtype!r}, not one of "
+                                   f"{', '.join(TYPES)}")
+        gold = []
+        for i, g in enumerate(obj.get("gold") or []):
+            if not isinstance(g, dict) or not g.get("file") or not g.get("article"):
+                raise QuestionSetError(f"{where}: gold[{i}] needs 'file' and 'article'")
+            gold.append(Gold(g["file"], g["article"]))
+        must = obj.get("must_include") or []
+        if not isinstance(must, list) or not all(isinstance(m, str) for m in must):
+            raise QuestionSetError(f"{where}: field 'must_include' must be a list of strings")
+        out.append(Question(obj["id"], obj["question"], obj.get("answer", ""), must, gold,
+                            qtype, n))
+    if not out:
+        raise QuestionSetError(f"{path}: no questions")
+    return out

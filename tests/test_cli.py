@@ -1,0 +1,130 @@
+"""`rag search` / `rag ingest` as users and scripts call them."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from rag.cli import cli
+
+QUESTION = "半年で15単位しか取れませんでした。除籍されますか？"
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(cli, list(map(str, args)), obj={}, env=env)
+    return result
+
+
+def test_search_json_contract(corpus_index):
+    r = run("search", QUESTION, "--index", corpus_index, "-k", 4, "--json")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    for h in hits:
+        assert {"rank", "score", "source", "article", "heading", "text"} <= set(h)
+        assert not h["source"].startswith("/")          # relative to the ingested directory
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+def test_each_mode(corpus_index, mode):
+    r = run("search", "除籍", "--index", corpus_index, "--mode", mode, "--json", "-k", 3)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)) == 3
+
+
+def test_bm25_finds_the_article_by_its_words(corpus_index):
+    r = run("search", "除籍", "--index", corpus_index, "--mode", "bm25", "--json", "-k", 1)
+    (hit,) = json.loads(r.output)
+    assert hit["source"] == "学則.txt" and hit["article"] == "第42条"
+
+
+def test_human_output_names_document_article_and_heading(corpus_index):
+    r = run("search", "除籍", "--index", corpus_index, "--mode", "bm25", "-k", 1)
+    assert r.exit_code == 0
+    assert "東雲大学情報科学部学則 第42条（除籍）" in r.output
+    assert "学則.txt" in r.output and "第８章" in r.output
+
+
+def test_queries_file_text_and_jsonl(corpus_index, tmp_path):
+    txt = tmp_path / "q.txt"
+    txt.write_text("除籍の要件\n\n# comment\n履修登録の上限\n", encoding="utf-8")
+    r = run("search", "--queries", txt, "--index", corpus_index, "--json", "-k", 2)
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    assert [x["query"] for x in lines] == ["除籍の要件", "履修登録の上限"]
+    assert all(len(x["results"]) == 2 and "id" not in x for x in lines)
+
+    from conftest import CORPUS
+    r = run("search", "--queries", CORPUS / "questions.jsonl", "--index", corpus_index,
+            "--json", "-k", 3)
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    assert len(lines) >= 60 and lines[0]["id"] == "q001"
+    assert lines[0]["results"][0]["rank"] == 1
+
+
+def test_bad_queries_file_names_the_line(corpus_index, tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question": "除籍"}\n{"id": 2}\n', encoding="utf-8")
+    r = run("search", "--queries", f, "--index", corpus_index)
+    assert r.exit_code == 1 and "q.jsonl:2: missing field 'question'" in r.output
+
+
+def test_missing_index_says_what_to_do(tmp_path):
+    r = run("search", "除籍", "--index", tmp_path / "none")
+    assert r.exit_code == 1 and "run `rag ingest` first" in r.output
+
+
+def test_embedder_mismatch_from_the_command_line(corpus_index, other_embedder):
+    r = run("search", "除籍", "--index", corpus_index, "--embedder", other_embedder)
+    assert r.exit_code == 1 and "was built with embedder" in r.output
+    r = run("search", "除籍", "--index", corpus_index, env={"RAG_EMBEDDER": str(other_embedder)})
+    assert r.exit_code == 1 and "was built with embedder" in r.output
+
+
+def test_question_xor_queries(corpus_index):
+    r = run("search", "--index", corpus_index)
+    assert r.exit_code == 2 and "QUESTION or --queries" in r.output
+
+
+def test_config_file_and_env_precedence(corpus_index, tmp_path, monkeypatch):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text(f'index = "{corpus_index}"\n[search]\nk = 2\nmode = "bm25"\n',
+                   encoding="utf-8")
+    r = run("--config", cfg, "search", "除籍", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)) == 2
+    r = run("--config", cfg, "search", "除籍", "--json", env={"RAG_K": "3"})
+    assert len(json.loads(r.output)) == 3
+    r = run("--config", cfg, "search", "除籍", "--json", "-k", "1", env={"RAG_K": "3"})
+    assert len(json.loads(r.output)) == 1
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('[search]\ntop_k = 3\n', encoding="utf-8")
+    r = run("--config", cfg, "search", "除籍")
+    assert r.exit_code == 1 and "unknown key 'top_k' in [search]" in r.output
+
+
+def test_ingest_defaults_to_the_index_sources_and_reports_changes(corpus_copy, tmp_path,
+                                                                  tiny_embedder):
+    index = tmp_path / "idx"
+    r = run("ingest", corpus_copy, "--index", index, "--embedder", tiny_embedder)
+    assert r.exit_code == 0, r.output
+    assert "学則.txt: added" in r.output
+    f = corpus_copy / "試験及び成績評価に関する細則.md"
+    f.write_text(f.read_text(encoding="utf-8").replace("５０点以上６０点未満", "５５点以上６０点未満"),
+                 encoding="utf-8")
+    r = run("ingest", "--index", index, "--dry-run")       # no paths: the index's own
+    assert r.exit_code == 0, r.output
+    assert "試験及び成績評価に関する細則.md: 第" in r.output and "changed" in r.output
+    assert r.output.strip().splitlines()[-1].startswith("would index")
+
+
+def test_help_explains_every_option():
+    for cmd in ("ingest", "search"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0
+        options = [ln for ln in r.output.splitlines() if ln.strip().startswith("-")]
+        assert options and all(len(ln.strip().split(None, 1)) == 2 or ln.strip() == ""
+                               for ln in options), r.output
