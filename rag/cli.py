@@ -180,17 +180,22 @@ def _print_hits(query: str, hits, full: bool) -> None:
 @click.option("--embedder", help="Must match the index's embedder; by default the index's own "
               "is used [env RAG_EMBEDDER].")
 @click.option("--device", help="Device for the embedder (cpu, cuda, mps).")
+@click.option("--no-expand", is_flag=True, help="Search the question as typed, without adding "
+              "the regulation terms for everyday words (学費 -> 授業料) from the thesaurus "
+              "[config: search.thesaurus].")
 @click.option("--full", is_flag=True, help="Print whole passages, not the first 240 characters.")
 @click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
               "article, heading, text, ...}; with --queries one object a line: "
               "{query, id, results}.")
 @click.pass_context
-def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, full, as_json):
+def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
+           as_json):
     """Find the passages of the regulations that answer QUESTION."""
     from ingest import store
     from ingest.embedder import EmbedderError
 
     from .retrieve import EmbedderMismatch, Retriever
+    from .thesaurus import ThesaurusError
 
     if bool(question) == bool(queries_file):
         raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
@@ -202,9 +207,10 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, fu
         retriever = Retriever(index_dir or Path(cfg.index),
                               embedder=embedder or os.environ.get("RAG_EMBEDDER"),
                               device=device or cfg.device,
-                              trust_remote_code=cfg.trust_remote_code)
+                              trust_remote_code=cfg.trust_remote_code,
+                              thesaurus=None if no_expand else cfg.thesaurus)
         results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
-    except (store.IndexStoreError, EmbedderMismatch, EmbedderError) as e:
+    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
         raise click.ClickException(str(e)) from None
     for q, hits in zip(queries, results):
         if as_json and queries_file:

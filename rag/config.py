@@ -32,6 +32,7 @@ class Config:
     # [search]
     k: int = 5
     mode: str = "hybrid"
+    thesaurus: str = "default"             # "default" (shipped), a TSV path, or "" for none
     source: str = "defaults"               # where the file settings came from, for --help/debug
 
 
@@ -40,7 +41,7 @@ SECTIONS = {
     "index": {"index"},
     "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
                "batch_size", "dense", "device", "trust_remote_code"},
-    "search": {"k", "mode"},
+    "search": {"k", "mode", "thesaurus"},
 }
 ENV = {"index": "RAG_INDEX", "embedder": "RAG_EMBEDDER", "device": "RAG_DEVICE",
        "max_tokens": "RAG_MAX_TOKENS", "batch_size": "RAG_BATCH_SIZE", "k": "RAG_K",

@@ -13,6 +13,9 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
+from .thesaurus import DEFAULT as DEFAULT_THESAURUS
+from .thesaurus import Thesaurus
+
 RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
 MODES = ("hybrid", "dense", "bm25")
 
@@ -38,8 +41,10 @@ class Retriever:
     """Loads an index once and answers many queries."""
 
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
-                 device: str | None = None, trust_remote_code: bool = False):
+                 device: str | None = None, trust_remote_code: bool = False,
+                 thesaurus: str | Path | None = DEFAULT_THESAURUS):
         self.index_dir = Path(index_dir)
+        self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
         self.info = self.index.manifest["embedder"]
         if embedder and embedder != self.info["name"]:
@@ -81,6 +86,8 @@ class Retriever:
             return [[] for _ in queries]
         depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k)
         queries = [nfkc(q).strip() for q in queries]
+        if self.thesaurus:
+            queries = [self.thesaurus.expand(q) for q in queries]
         dense = self._dense(queries, depth) if mode in ("dense", "hybrid") else None
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
         out = []
