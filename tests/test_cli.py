@@ -128,3 +128,25 @@ def test_help_explains_every_option():
         options = [ln for ln in r.output.splitlines() if ln.strip().startswith("-")]
         assert options and all(len(ln.strip().split(None, 1)) == 2 or ln.strip() == ""
                                for ln in options), r.output
+
+
+def test_thesaurus_expands_everyday_words(tmp_path):
+    from rag.thesaurus import Thesaurus, ThesaurusError
+    th = Thesaurus.load()
+    assert "授業料" in th.terms_for("学費が払えないとどうなりますか")
+    assert th.expand("授業料の額") == "授業料の額"          # nothing to add
+    own = tmp_path / "t.tsv"
+    own.write_text("# ours\nＰＣ\tパソコン 情報機器\n", encoding="utf-8")
+    assert Thesaurus.load(own).terms_for("PCを壊した") == ["パソコン", "情報機器"]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("学費 授業料\n", encoding="utf-8")
+    with pytest.raises(ThesaurusError, match="bad.tsv:1"):
+        Thesaurus.load(bad)
+    assert Thesaurus.load("") is None
+
+
+def test_no_expand_flag(corpus_index):
+    r = run("search", "学費", "--index", corpus_index, "--mode", "bm25", "--json", "--no-expand")
+    assert r.exit_code == 0 and json.loads(r.output) == []   # the regulations say 授業料
+    r = run("search", "学費", "--index", corpus_index, "--mode", "bm25", "--json")
+    assert any("授業料" in h["text"] for h in json.loads(r.output))

@@ -13,11 +13,20 @@ from rag.retrieve import Retriever
 
 pytestmark = pytest.mark.quality
 
-FLOORS = {  # mode: (hit@1, hit@5)
-    "bm25": (0.60, 0.78),
-    "dense": (0.50, 0.82),
-    "hybrid": (0.64, 0.85),
+FLOORS = {  # mode: (hit@1, hit@5) on questions.jsonl; measured 0.77/0.95, 0.64/0.92, 0.80/0.97
+    "bm25": (0.72, 0.92),
+    "dense": (0.58, 0.88),
+    "hybrid": (0.76, 0.94),
 }
+# heldout.jsonl was written without seeing questions.jsonl or the thesaurus, so it
+# measures how the tuning generalises; measured hybrid 0.78/0.89.
+HELDOUT_FLOOR = (0.70, 0.85)
+
+
+def _summary(retriever, questions, mode):
+    results = retriever.search_many([q.question for q in questions], k=5, mode=mode)
+    return retrieval_summary([[h.passage for h in r] for r in results],
+                             [q.gold for q in questions], k=5)
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +38,28 @@ def e5_retriever(e5_small, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", list(FLOORS))
 def test_hit_rate_floor(e5_retriever, mode):
-    qs = load_questions(CORPUS / "questions.jsonl")
-    results = e5_retriever.search_many([q.question for q in qs], k=5, mode=mode)
-    summary = retrieval_summary([[h.passage for h in r] for r in results],
-                                [q.gold for q in qs], k=5)
+    summary = _summary(e5_retriever, load_questions(CORPUS / "questions.jsonl"), mode)
     hit1, hit5 = FLOORS[mode]
     assert summary["hit@1"] >= hit1 and summary["hit@5"] >= hit5, summary
 
 
 def test_hybrid_is_at_least_as_good_as_either_alone(e5_retriever):
     qs = load_questions(CORPUS / "questions.jsonl")
-    mrr = {}
-    for mode in FLOORS:
-        results = e5_retriever.search_many([q.question for q in qs], k=5, mode=mode)
-        mrr[mode] = retrieval_summary([[h.passage for h in r] for r in results],
-                                      [q.gold for q in qs], k=5)["mrr"]
+    mrr = {mode: _summary(e5_retriever, qs, mode)["mrr"] for mode in FLOORS}
     assert mrr["hybrid"] >= max(mrr["bm25"], mrr["dense"]) - 0.01, mrr
+
+
+def test_heldout_questions(e5_retriever):
+    summary = _summary(e5_retriever, load_questions(CORPUS / "heldout.jsonl"), "hybrid")
+    assert summary["hit@1"] >= HELDOUT_FLOOR[0] and summary["hit@5"] >= HELDOUT_FLOOR[1], summary
+
+
+def test_thesaurus_helps_on_heldout_questions(e5_retriever):
+    qs = load_questions(CORPUS / "heldout.jsonl")
+    expanded = _summary(e5_retriever, qs, "hybrid")["mrr"]
+    thesaurus, e5_retriever.thesaurus = e5_retriever.thesaurus, None
+    try:
+        plain = _summary(e5_retriever, qs, "hybrid")["mrr"]
+    finally:
+        e5_retriever.thesaurus = thesaurus
+    assert expanded > plain, (expanded, plain)
