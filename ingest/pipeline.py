@@ -153,7 +153,7 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
                           f"under {', '.join(map(str, paths))}")
     lock = _nullcontext() if dry_run else store.index_lock(index_dir)
     with lock:
-        report = _ingest_locked(files, problems, index_dir, settings, strict, dry_run,
+        report = _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
                                 progress, log)
     report.seconds = time.perf_counter() - started
     return report
@@ -185,7 +185,8 @@ class _LazyEmbedder:
         return self._model
 
 
-def _ingest_locked(files, problems, index_dir, settings, strict, dry_run, progress, log):
+def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run, progress,
+                   log):
     from tqdm.auto import tqdm
 
     old = _load_previous(index_dir, log)
@@ -300,7 +301,9 @@ def _ingest_locked(files, problems, index_dir, settings, strict, dry_run, progre
         "dense": {"kind": settings.dense, "metric": "inner_product", "normalized": True,
                   **({"hnsw_m": 32, "ef_search": 128} if settings.dense == "hnsw" else {})},
         "splitter": splitter_cfg,
-        "roots": sorted({d["root"] for d in documents.values()}),
+        # What was asked for (a directory or single files), so a bare `rag ingest`
+        # later reads the same inputs and nothing more.
+        "inputs": [str(Path(p).absolute()) for p in paths],
         "documents": documents,
         "passages": len(new_passages),
     }

@@ -150,3 +150,12 @@ def test_no_expand_flag(corpus_index):
     assert r.exit_code == 0 and json.loads(r.output) == []   # the regulations say 授業料
     r = run("search", "学費", "--index", corpus_index, "--mode", "bm25", "--json")
     assert any("授業料" in h["text"] for h in json.loads(r.output))
+
+
+def test_bare_ingest_rereads_exactly_the_inputs(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    one = corpus_copy / "履修規程.txt"
+    assert run("ingest", one, "--index", index, "--embedder", tiny_embedder).exit_code == 0
+    r = run("ingest", "--index", index, "--json")
+    report = json.loads(r.output)
+    assert [d["source"] for d in report["documents"]] == ["履修規程.txt"]
