@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,17 +46,6 @@ def known_prefixes(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _model_prompts(path: Path) -> tuple[str, str] | None:
-    """Prefixes a sentence-transformers model declares itself (its prompts)."""
-    cfg = path / "config_sentence_transformers.json"
-    if not cfg.is_file():
-        return None
-    prompts = json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {}
-    q = prompts.get("query")
-    p = prompts.get("document", prompts.get("passage"))
-    return (q, p or "") if q is not None else None
-
-
 def _fingerprint(path: Path) -> str:
     """Identify local weights cheaply: names, sizes and the head and tail of each file."""
     h = hashlib.sha256()
@@ -85,10 +73,12 @@ class Embedder:
 
         hf_logging.disable_progress_bar()   # "Loading weights" bars on every search
 
-        self.name = name
+        local = Path(name)
+        # A local directory is recorded by absolute path so the index works from anywhere.
+        self.name = str(local.resolve()) if local.is_dir() else name
         self.batch_size = batch_size
         try:
-            self.model = SentenceTransformer(name, revision=revision, device=device,
+            self.model = SentenceTransformer(self.name, revision=revision, device=device,
                                              trust_remote_code=trust_remote_code)
         except OSError as e:
             raise EmbedderError(
@@ -96,13 +86,17 @@ class Embedder:
                 "Give a local path with --embedder, or fetch the model on a machine with "
                 "internet first (it is then read from the Hugging Face cache offline)."
             ) from None
-        local = Path(name) if Path(name).is_dir() else _resolved_dir(self.model)
-        declared = (_model_prompts(local) if local else None) or known_prefixes(name)
+        except (ValueError, RuntimeError, AssertionError, KeyError) as e:
+            raise EmbedderError(f"cannot load embedder {name!r} on device {device or 'auto'}: "
+                                f"{e}") from None
+        # The model's own declared prompts first, then the known families by name.
+        prompts = getattr(self.model, "prompts", None) or {}
+        declared = ((prompts["query"], prompts.get("document", prompts.get("passage", "")))
+                    if "query" in prompts else None) or known_prefixes(name)
         q, p = declared or ("", "")
         self.query_prefix = q if query_prefix is None else query_prefix
         self.passage_prefix = p if passage_prefix is None else passage_prefix
-        self.revision = revision or (_hub_commit(local) if local else None) or (
-            _fingerprint(local) if local else "unknown")
+        self.revision = resolve_revision(self.name, revision)
         self.tokenizer = self.model.tokenizer
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.dimension = int(self.model.get_embedding_dimension())
@@ -131,21 +125,14 @@ class Embedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def _resolved_dir(model) -> Path | None:
-    """The directory a hub model was loaded from (…/snapshots/<commit>)."""
+def resolve_revision(name: str, revision: str | None = None) -> str:
+    """What identifies the weights, without loading them: a fingerprint of a local
+    directory, else the commit of the cached Hub snapshot, else "unknown"."""
+    if Path(name).is_dir():
+        return _fingerprint(Path(name))
     try:
-        first = model[0]
-        path = getattr(first, "auto_model", None)
-        path = getattr(getattr(path, "config", None), "_name_or_path", None)
-        return Path(path) if path and Path(path).is_dir() else None
-    except Exception:  # noqa: BLE001 - best effort; the fingerprint falls back to "unknown"
-        return None
-
-
-def _hub_commit(path: Path) -> str | None:
-    parts = path.resolve().parts
-    if "snapshots" in parts:
-        i = parts.index("snapshots")
-        if i + 1 < len(parts):
-            return parts[i + 1]
-    return None
+        from huggingface_hub import snapshot_download
+        path = Path(snapshot_download(name, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or not a Hub id): nothing to compare
+        return revision or "unknown"
+    return path.resolve().name if path.parent.name == "snapshots" else _fingerprint(path)

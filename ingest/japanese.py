@@ -5,6 +5,7 @@ original text is always kept for display.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _KANJI_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5,
@@ -40,7 +41,7 @@ def parse_number(token: str) -> int:
 
 
 _OPEN, _CLOSE = "（(「『【［[", "）)」』】］]"
-_ENDS = "。！？!?"
+_ENDS = "。．！？!?"   # some offices write ，． instead of 、。
 
 
 def split_sentences(text: str, newline_breaks: bool = True) -> list[str]:
@@ -72,6 +73,11 @@ def split_sentences(text: str, newline_breaks: bool = True) -> list[str]:
         else:
             merged.append(piece)
     return merged
+
+
+def has_sentence_end(text: str) -> bool:
+    """Whether a line holds a sentence (。 or ．, before or after NFKC) — not a heading."""
+    return "。" in text or "．" in text or bool(re.search(r"\.(?!\d)", text))
 
 
 def article_label(number: int, branch: int | None = None) -> str:

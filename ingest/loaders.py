@@ -74,6 +74,14 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode UTF-8 / Shift_JIS (CP932) / EUC-JP, detected rather than assumed."""
+    try:
+        return _decode(data)
+    except UnicodeDecodeError as e:   # a BOM that promises more than the bytes keep
+        raise LoadError(f"cannot decode as {e.encoding} despite its byte-order mark "
+                        f"(bad byte at offset {e.start})") from None
+
+
+def _decode(data: bytes) -> tuple[str, str]:
     if b"\x00" in data[:8192]:
         # UTF-16 text has NULs too; honour its BOM, otherwise this is a binary file.
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):

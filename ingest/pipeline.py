@@ -6,6 +6,7 @@ from the live index with its vectors and BM25 tokens.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .embedder import Embedder, EmbedderInfo
+from .embedder import Embedder, EmbedderInfo, resolve_revision
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .splitter import SPLITTER_VERSION, change_key, split_document
@@ -51,7 +52,7 @@ class DocumentChange:
             return f"{self.source}: {self.status} ({self.passages} passages)"
         parts = [f"{k} changed" for k in self.changed] + [f"{k} added" for k in self.added] + [
             f"{k} removed" for k in self.removed]
-        return f"{self.source}: " + (", ".join(parts) or "re-split (settings changed)")
+        return f"{self.source}: " + (", ".join(parts) or "no article changed (layout only)")
 
 
 @dataclass
@@ -90,7 +91,8 @@ class IngestSettings:
     passage_prefix: str | None = None
     max_tokens: int | None = None        # None: the embedder's own window
     batch_size: int = 32
-    dense: str = "flat"                  # flat | hnsw
+    dense: str | None = None             # flat | hnsw: explicit; rebuilds the FAISS index
+    default_dense: str = "flat"          # for a new index only
     device: str | None = None
     trust_remote_code: bool = False
 
@@ -101,6 +103,7 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
     """Supported files under `paths`, never leaving them (symlinks out are refused)."""
     found: dict[str, SourceFile] = {}
     problems: list[DocumentChange] = []
+    seen: set[Path] = set()           # `rag ingest corpus corpus/学則.txt` reads it once
     for given in paths:
         given = Path(given)
         if not given.exists():
@@ -113,7 +116,8 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
                 continue
             candidates = [given.absolute()]
         else:
-            candidates = sorted(_walk(given.absolute()))
+            # Real files before symlinks, so a link to a file in the tree is the duplicate.
+            candidates = sorted(_walk(given.absolute()), key=lambda p: (p.is_symlink(), p))
         for path in candidates:
             rel = Path(os.path.relpath(path, given.absolute() if given.is_dir()
                                        else given.absolute().parent)).as_posix()
@@ -123,6 +127,9 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
                     problems.append(DocumentChange(rel, "failed",
                                                    reason=f"symlink to {target}, outside {given}"))
                     continue
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
             if rel in found:
                 problems.append(DocumentChange(rel, "failed", reason=(
                     f"same relative path under {found[rel].root} and {root}")))
@@ -151,7 +158,7 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
     if not files and not problems:
         raise IngestError(f"no supported documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
                           f"under {', '.join(map(str, paths))}")
-    lock = _nullcontext() if dry_run else store.index_lock(index_dir)
+    lock = contextlib.nullcontext() if dry_run else store.index_lock(index_dir)
     with lock:
         report = _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
                                 progress, log)
@@ -159,19 +166,11 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
     return report
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 class _LazyEmbedder:
     """Loads the model only when a document actually needs splitting or embedding."""
 
-    def __init__(self, settings: IngestSettings, name: str, log):
-        self.settings, self.name, self.log = settings, name, log
+    def __init__(self, settings: IngestSettings, name: str, prefixes: tuple, log):
+        self.settings, self.name, self.prefixes, self.log = settings, name, prefixes, log
         self._model: Embedder | None = None
 
     def get(self) -> Embedder:
@@ -179,7 +178,7 @@ class _LazyEmbedder:
             s = self.settings
             self.log(f"loading embedder {self.name}")
             self._model = Embedder(self.name, revision=s.embedder_revision,
-                                   query_prefix=s.query_prefix, passage_prefix=s.passage_prefix,
+                                   query_prefix=self.prefixes[0], passage_prefix=self.prefixes[1],
                                    device=s.device, batch_size=s.batch_size,
                                    trust_remote_code=s.trust_remote_code)
         return self._model
@@ -196,15 +195,31 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
     # default in rag.toml must not silently re-embed (and re-split) everything.
     name = (settings.embedder or old_embedder.get("name") or settings.default_embedder
             or _default_embedder())
-    embedder = _LazyEmbedder(settings, name, log)
+    if Path(name).is_dir():
+        name = str(Path(name).resolve())
+    same_model = bool(old) and name == old_embedder.get("name")
+    # Prefixes: the flags, else those the index was built with, else the model's own.
+    prefixes = tuple(
+        given if given is not None else (old_embedder.get(key) if same_model else None)
+        for given, key in ((settings.query_prefix, "query_prefix"),
+                           (settings.passage_prefix, "passage_prefix")))
+    embedder = _LazyEmbedder(settings, name, prefixes, log)
     tokenizer = JapaneseTokenizer()
     splitter_cfg = {"version": SPLITTER_VERSION, "max_tokens": settings.max_tokens}
-    # Same embedder name and splitter settings: unchanged files can be carried over as
-    # they are. A different embedder means every vector (and every size) is redone.
-    same_setup = bool(old) and name == old_embedder.get("name") and (
-        old_manifest.get("splitter") == splitter_cfg) and _same_prefixes(settings, old_embedder)
+    dense_kind = (settings.dense or old_manifest.get("dense", {}).get("kind")
+                  or settings.default_dense)
+    # Same model (name and weights), prefixes and splitter: unchanged files are carried
+    # over as they are. Anything else redoes every vector (and every passage size).
+    revision = resolve_revision(name, settings.embedder_revision) if same_model else None
+    same_setup = (same_model and old_manifest.get("splitter") == splitter_cfg
+                  and prefixes == (old_embedder.get("query_prefix"),
+                                   old_embedder.get("passage_prefix"))
+                  and revision in ("unknown", old_embedder.get("revision")))
+    # BM25 tokens depend only on the text and the tokenizer (Sudachi and its dictionary).
+    same_tokenizer = bool(old) and old_manifest.get("tokenizer") == tokenizer.info
     if old and not same_setup:
-        log("embedder or splitter settings differ from the index: re-splitting everything")
+        log("embedder, its weights, prefixes or splitter settings differ from the index: "
+            "re-splitting and re-embedding everything")
     old_docs = old_manifest.get("documents", {})
     old_by_id = {p.id: i for i, p in enumerate(old.passages)} if old else {}
 
@@ -243,6 +258,10 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
                                "passages": [p.id for p in passages]}
         new_passages.extend(passages)
         report.documents.append(_diff(f.source, prev, old, old_by_id, passages))
+    for problem in problems:      # refused before loading (e.g. a symlink out): keep old
+        if problem.source not in documents and problem.source in old_docs:
+            _keep_old(problem.source, old, old_docs, old_by_id, new_passages, documents)
+            problem.reason += "; keeping the previously indexed version"
     for source, prev in old_docs.items():
         if source not in documents and not any(d.source == source for d in report.documents):
             report.documents.append(DocumentChange(source, "removed",
@@ -256,41 +275,46 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
         raise IngestError("no passages to index: every document failed to load "
                           + "; ".join(f"{d.source}: {d.reason}" for d in report.failures))
     report.passages = len(new_passages)
-    if dry_run or (old and same_setup and not report.changed and not report.failures):
+    unchanged = (old and same_setup and same_tokenizer and not report.changed
+                 and not report.failures and dense_kind == old_manifest.get("dense", {}).get("kind"))
+    if dry_run or unchanged:
         report.reused = len(new_passages)
         return report
 
     # Vectors and tokens: reuse whatever has the same search text, compute the rest.
-    old_vectors = old.vectors() if old and same_setup else None
-    cache = {}
-    if old_vectors is not None:
-        cache = {content_hash(p.search_text(), 16): i for i, p in enumerate(old.passages)}
     texts = [p.search_text() for p in new_passages]
     keys = [content_hash(t, 16) for t in texts]
-    todo = [i for i, k in enumerate(keys) if k not in cache]
+    old_keys = {content_hash(p.search_text(), 16): i
+                for i, p in enumerate(old.passages)} if old else {}
+    vec_cache = old_keys if same_setup else {}
+    tok_cache = old_keys if same_tokenizer else {}
+    todo = [i for i, k in enumerate(keys) if k not in vec_cache]
     # Removing a document needs no model; anything new does, and then the model must
     # still be the one the stored vectors came from.
     model = embedder.get() if todo else None
-    if model and cache and model.info.revision != old_embedder.get("revision"):
+    if model and vec_cache and model.info.revision != old_embedder.get("revision"):
         log(f"embedder {name} changed since the index was built: re-embedding everything")
-        cache = {}
+        vec_cache = {}
         todo = list(range(len(texts)))
     embedder_info = model.info.to_dict() if model else old_embedder
+    old_vectors = old.vectors() if vec_cache else None
     vectors = np.zeros((len(texts), embedder_info["dimension"]), dtype=np.float32)
-    tokens: list[list[str]] = [[] for _ in texts]
+    tokens: list[list[str] | None] = [None] * len(texts)
     for i, k in enumerate(keys):
-        if k in cache:
-            vectors[i] = old_vectors[cache[k]]
-            tokens[i] = old.tokens[cache[k]]
+        if k in vec_cache:
+            vectors[i] = old_vectors[vec_cache[k]]
+        if k in tok_cache:
+            tokens[i] = old.tokens[tok_cache[k]]
     bar = tqdm(total=len(todo), desc="embedding", unit="passage", disable=not progress)
     step = max(1, settings.batch_size) * 4
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]
         vectors[batch] = model.embed_passages([texts[i] for i in batch])
-        for i in batch:
-            tokens[i] = tokenizer.tokenize(texts[i])
         bar.update(len(batch))
     bar.close()
+    for i, t in enumerate(tokens):
+        if t is None:
+            tokens[i] = tokenizer.tokenize(texts[i])
     report.embedded, report.reused = len(todo), len(texts) - len(todo)
 
     manifest = {
@@ -298,8 +322,8 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
         "created": old_manifest.get("created") or _now(), "updated": _now(),
         "embedder": embedder_info,
         "tokenizer": tokenizer.info,
-        "dense": {"kind": settings.dense, "metric": "inner_product", "normalized": True,
-                  **({"hnsw_m": 32, "ef_search": 128} if settings.dense == "hnsw" else {})},
+        "dense": {"kind": dense_kind, "metric": "inner_product", "normalized": True,
+                  **({"hnsw_m": 32, "ef_search": 128} if dense_kind == "hnsw" else {})},
         "splitter": splitter_cfg,
         # What was asked for (a directory or single files), so a bare `rag ingest`
         # later reads the same inputs and nothing more.
@@ -307,7 +331,7 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
         "documents": documents,
         "passages": len(new_passages),
     }
-    dense = store.build_dense(vectors, settings.dense)
+    dense = store.build_dense(vectors, dense_kind)
     bm25 = store.build_bm25(tokens)
     store.write_generation(index_dir, manifest, new_passages, tokens, dense, bm25)
     report.written = True
@@ -329,8 +353,9 @@ def _keep_old(source, old, old_docs, old_by_id, new_passages, documents) -> int:
 def _diff(source, prev, old, old_by_id, passages) -> DocumentChange:
     if not prev:
         return DocumentChange(source, "added", passages=len(passages))
-    before = {change_key(pid): old.passages[old_by_id[pid]].text for pid in prev["passages"]}
-    after = {change_key(p.id): p.text for p in passages}
+    before = {change_key(pid, source): old.passages[old_by_id[pid]].text
+              for pid in prev["passages"]}
+    after = {change_key(p.id, source): p.text for p in passages}
     return DocumentChange(
         source, "changed", passages=len(passages),
         added=[k for k in after if k not in before],
@@ -346,12 +371,6 @@ def _load_previous(index_dir: Path, log) -> store.StoredIndex | None:
     except store.IndexStoreError as e:
         log(f"ignoring the existing index ({e}); rebuilding from scratch")
         return None
-
-
-def _same_prefixes(settings: IngestSettings, old: dict) -> bool:
-    return ((settings.query_prefix is None or settings.query_prefix == old.get("query_prefix"))
-            and (settings.passage_prefix is None
-                 or settings.passage_prefix == old.get("passage_prefix")))
 
 
 def _default_embedder() -> str:

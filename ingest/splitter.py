@@ -12,16 +12,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .japanese import NUMBER, article_label, nfkc, parse_number, split_sentences
+from .japanese import (NUMBER, article_label, has_sentence_end, nfkc, parse_number,
+                       split_sentences)
 from .loaders import LoadedDocument
 from .passage import Passage, content_hash
 
-SPLITTER_VERSION = 1
+SPLITTER_VERSION = 2
+_MD_HEADING = re.compile(r"^#{2,6}\s")
 
 _MD_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+(?=第))")
 _HEADING = re.compile(rf"^第({NUMBER})(編|章|節|款)(?:\s+|$)(.*)$")
+# 第42条　本文 / 第42条（除籍）本文 / 第42条 (no text): never 「第8条に規定する…」.
 _ARTICLE = re.compile(
-    rf"^第({NUMBER})条(?:の({NUMBER}))?(?:\s*[(]([^()]{{1,30}})[)])?(?:\s+(.*)|$)")
+    rf"^第({NUMBER})条(?:の({NUMBER}))?(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$)")
 _CAPTION = re.compile(r"^[(]([^()]{1,30})[)]$")
 _SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?$")
 _PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
@@ -62,7 +65,9 @@ def split_document(doc: LoadedDocument, source: str, *, max_tokens: int | None =
     lines = _lines(doc)
     if any(_ARTICLE.match(ln.norm) for ln in lines):
         units = _regulation_units(lines)
-    elif (items := _item_pattern(lines)) is not None:
+    elif not any(_MD_HEADING.match(ln.text) for ln in lines) and (
+            items := _item_pattern(lines)) is not None:
+        # (A Markdown guide with sections and a numbered list is prose, not a 申合せ.)
         units = _item_units(lines, items)
     else:
         units = _prose_units(lines)
@@ -89,11 +94,22 @@ def _lines(doc: LoadedDocument) -> list[_Line]:
 def _is_heading(norm: str) -> re.Match | None:
     m = _HEADING.match(norm)
     # A heading is a short line of its own, not a sentence that starts with 第1章.
-    return m if m and "。" not in norm and len(norm) <= 40 else None
+    return m if m and not has_sentence_end(norm) and len(norm) <= 40 else None
+
+
+_LEVELS = ("編", "章", "節", "款")
+
+
+def _set_heading(levels: dict[str, str], match: re.Match, line: "_Line") -> None:
+    """A 章 line replaces the current 章 and clears the 節 and 款 under it."""
+    kind = match.group(2)
+    for lower in _LEVELS[_LEVELS.index(kind):]:
+        levels.pop(lower, None)
+    levels[kind] = _display(line)
 
 
 def _heading_path(levels: dict[str, str]) -> str:
-    return " > ".join(levels[k] for k in ("編", "章", "節", "款") if levels.get(k))
+    return " > ".join(levels[k] for k in _LEVELS if levels.get(k))
 
 
 def _display(line: _Line) -> str:
@@ -108,6 +124,7 @@ def _regulation_units(lines: list[_Line]) -> list[_Unit]:
     supplement: str | None = None   # "附則" or "附則(令和6年…)" once inside 附則
     caption: _Line | None = None    # a 「（除籍）」 line waiting for its article
     current = _Unit("", "", "")     # preamble until the first article
+    seen_article = False
     for ln in lines:
         norm = ln.norm
         if not norm:
@@ -116,13 +133,11 @@ def _regulation_units(lines: list[_Line]) -> list[_Unit]:
             current.lines.append(caption)   # it was a bracketed line of text after all
             caption = None
         if (h := _is_heading(norm)) is not None:
-            kind = h.group(2)
-            order = ["編", "章", "節", "款"]
-            for lower in order[order.index(kind):]:
-                levels.pop(lower, None)
-            levels[kind] = _display(ln)
+            _set_heading(levels, h, ln)
             continue
-        if (s := _SUPPLEMENT.match(norm)) is not None:
+        # 附則 opens the supplementary provisions only after the main articles: a 目次
+        # that lists 「附則」 must not turn every article into 附則第N条.
+        if seen_article and (s := _SUPPLEMENT.match(norm)) is not None:
             supplement = "附則" + (f"({s.group(1)})" if s.group(1) else "")
             levels = {}
             units.append(current)
@@ -135,6 +150,7 @@ def _regulation_units(lines: list[_Line]) -> list[_Unit]:
             units.append(current)
             label = article_label(parse_number(a.group(1)),
                                   parse_number(a.group(2)) if a.group(2) else None)
+            seen_article = True
             cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")
             heading = supplement or _heading_path(levels)
             current = _Unit(("附則" if supplement else "") + label, cap.strip(), heading,
@@ -162,7 +178,7 @@ def _has_body(unit: _Unit) -> bool:
     if unit.article and unit.article != "附則":
         return True
     body = [ln for ln in unit.lines if not _SUPPLEMENT.match(ln.norm)]
-    return any("。" in ln.norm for ln in body)
+    return any(has_sentence_end(ln.norm) for ln in body)
 
 
 # --------------------------------------------------------------------------- 申合せ items
@@ -186,7 +202,7 @@ def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
         if not ln.norm:
             continue
         if (h := _is_heading(ln.norm)) is not None:
-            levels[h.group(2)] = _display(ln)
+            _set_heading(levels, h, ln)
             continue
         m = pattern.match(ln.norm)
         if m and parse_number(m.group(1)) == expected:   # in sequence: not a stray number
@@ -247,27 +263,33 @@ def _unit_passages(unit: _Unit, title: str, source: str, max_tokens: int | None,
     whole = make(_join(unit.lines))
     if max_tokens is None or count(whole.search_text()) <= max_tokens:
         return [whole]
-    # Room for the header, including the longest 項 label a part could carry.
+    # Room for the header, including the longest 項 label a part could carry. Each
+    # count includes the prefix and special tokens once; pieces are charged without.
     n = len(unit.paragraph_starts)
     budget = max_tokens - count(make("", f"第{n}項〜第{n}項").search_text()) - 2
     if budget < 8:
         raise ValueError(f"{source}: max_tokens={max_tokens} leaves no room for text after "
                          f"the passage header {make('').header()!r}")
+    overhead = count("")
+
+    def cost(text: str) -> int:
+        return count(nfkc(text)) - overhead
+
     # Pieces that may end a passage: 項 (for articles), then sentences. PDF line
     # breaks are layout, not sentence ends, so only text files break at newlines.
     pieces: list[tuple[str, int, bool]] = []   # (text, 項 number, opens the 項)
     bounds = unit.paragraph_starts + [len(unit.lines)]
     for number, (a, b) in enumerate(zip(bounds, bounds[1:]), start=1):
         text = _join(unit.lines[a:b])
-        if count(nfkc(text)) <= budget:
+        if cost(text) <= budget:
             pieces.append((text, number, True))
             continue
-        sentences = _sentences_within(text, budget, count, newline_breaks=unit.page is None)
+        sentences = _sentences_within(text, budget, cost, newline_breaks=unit.page is None)
         pieces.extend((s, number, i == 0) for i, s in enumerate(sentences))
     parts: list[list[tuple[str, int, bool]]] = [[]]
     used = 0
     for piece in pieces:
-        n = count(nfkc(piece[0]))
+        n = cost(piece[0])
         if parts[-1] and used + n > budget:
             parts.append([])
             used = 0
@@ -282,23 +304,30 @@ def _unit_passages(unit: _Unit, title: str, source: str, max_tokens: int | None,
     return out
 
 
-def _sentences_within(text: str, budget: int, count: TokenCounter,
+def _sentences_within(text: str, budget: int, cost: TokenCounter,
                       newline_breaks: bool) -> list[str]:
     """Sentences of `text`; a single sentence over budget is cut at 、 and, as a last
     resort, by characters, since the embedder would otherwise silently truncate it."""
+    sentences = split_sentences(text, newline_breaks=newline_breaks)
+    # A caption line 「（目的）」 is not a sentence of its own: it stays with the next.
+    merged: list[str] = []
+    for s in sentences:
+        if merged and _CAPTION.match(nfkc(merged[-1]).strip()):
+            merged[-1] += s
+        else:
+            merged.append(s)
     out: list[str] = []
-    count_nfkc = lambda t: count(nfkc(t))  # noqa: E731 - measured as it will be embedded
-    for sentence in split_sentences(text, newline_breaks=newline_breaks):
-        if count_nfkc(sentence) <= budget:
+    for sentence in merged:
+        if cost(sentence) <= budget:
             out.append(sentence)
             continue
         chunk = ""
-        for clause in re.split(r"(?<=[、,])", sentence):
-            if chunk and count_nfkc(chunk + clause) > budget:
+        for clause in re.split(r"(?<=[、，,])", sentence):
+            if chunk and cost(chunk + clause) > budget:
                 out.append(chunk)
                 chunk = ""
-            while count_nfkc(clause) > budget:       # no 、 to cut at: cut by characters
-                cut = max(1, len(clause) * budget // count_nfkc(clause))
+            while cost(clause) > budget:       # no 、 to cut at: cut by characters
+                cut = max(1, len(clause) * budget // cost(clause))
                 out.append(clause[:cut])
                 clause = clause[cut:]
             chunk += clause
@@ -312,22 +341,26 @@ def _join(lines: list[_Line]) -> str:
 
 
 def _with_unique_ids(passages: list[Passage]) -> list[Passage]:
+    """ids `source#key@hash`: key is the article (+ 項 range), or for prose the section
+    heading and the paragraph's number within it, so inserting a paragraph in one
+    section does not renumber the rest of the document."""
     seen: dict[str, int] = {}
-    prose_no = 0
     for p in passages:
         if p.article:
             key = p.key
+            n = seen.get(key, 0) + 1
+            if n > 1:        # 附則 of several amendments repeat article numbers
+                key = f"{key}~{n}"
+            seen[p.key] = n
         else:
-            prose_no += 1
-            key = f"段落{prose_no}"
-        n = seen.get(key, 0) + 1
-        seen[key] = n
-        if n > 1:            # 附則 of several amendments repeat article numbers
-            key = f"{key}~{n}"
+            section = p.heading or "本文"
+            n = seen.get("\0" + section, 0) + 1
+            seen["\0" + section] = n
+            key = f"{section} 段落{n}"
         p.id = f"{p.source}#{key}@{content_hash(p.text)}"
     return passages
 
 
-def change_key(passage_id: str) -> str:
-    """The article-level part of a passage id (第42条, 第42条第2項, 段落3)."""
-    return passage_id.split("#", 1)[1].rsplit("@", 1)[0]
+def change_key(passage_id: str, source: str) -> str:
+    """The article-level part of a passage id (第42条, 第42条第2項, 窓口 段落3)."""
+    return passage_id[len(source) + 1:passage_id.rindex("@")]

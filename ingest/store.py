@@ -62,16 +62,23 @@ def current_generation(index_dir: Path) -> Path | None:
     return gen if (gen / "manifest.json").is_file() else None
 
 
-def read_manifest(index_dir: Path) -> dict:
-    gen = current_generation(index_dir)
+def read_manifest(index_dir: Path, gen: Path | None = None) -> dict:
+    gen = gen or current_generation(index_dir)
     if gen is None:
         raise IndexStoreError(f"no index at {index_dir} (run `rag ingest` first)")
-    manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexStoreError(f"{gen / 'manifest.json'} is damaged ({e}); run `rag ingest` "
+                              "again to rebuild the index") from None
+    if not isinstance(manifest, dict):
+        raise IndexStoreError(f"{gen / 'manifest.json'}: not an index manifest")
     if manifest.get("format") != FORMAT_NAME:
         raise IndexStoreError(f"{gen / 'manifest.json'}: not an index of this project")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise IndexStoreError(f"{index_dir}: index format {manifest['format_version']} is newer "
-                          f"than this program reads ({FORMAT_VERSION}); upgrade or re-ingest")
+        raise IndexStoreError(f"{index_dir}: index format {manifest['format_version']} is "
+                              f"newer than this program reads ({FORMAT_VERSION}); upgrade "
+                              "or re-ingest")
     return manifest
 
 
@@ -80,8 +87,8 @@ def load_index(index_dir: Path) -> StoredIndex:
     import faiss
 
     index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
-    gen = current_generation(index_dir)
+    gen = current_generation(index_dir)      # read once: an ingest may swap meanwhile
+    manifest = read_manifest(index_dir, gen)
     try:
         passages = [Passage.from_dict(json.loads(line))
                     for line in (gen / "passages.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -89,11 +96,11 @@ def load_index(index_dir: Path) -> StoredIndex:
                   for line in (gen / "tokens.jsonl").read_text(encoding="utf-8").splitlines()]
         dense = faiss.read_index(str(gen / "dense.faiss"))
         bm25 = bm25s.BM25.load(str(gen / "bm25"), show_progress=False) if passages else None
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise IndexStoreError(f"index at {gen} is damaged ({e}); run `rag ingest` again") from None
     if not (len(passages) == len(tokens) == dense.ntotal):
         raise IndexStoreError(f"index at {gen} is inconsistent: {len(passages)} passages, "
-                          f"{len(tokens)} token lists, {dense.ntotal} vectors")
+                              f"{len(tokens)} token lists, {dense.ntotal} vectors")
     if "ef_search" in manifest.get("dense", {}) and hasattr(dense, "hnsw"):
         dense.hnsw.efSearch = int(manifest["dense"]["ef_search"])
     return StoredIndex(gen, manifest, passages, tokens, dense, bm25)

@@ -60,7 +60,9 @@ def cli(ctx, config_path):
               "tokens, title and headings included (default: the embedder's window).")
 @click.option("--batch-size", type=click.IntRange(1), help="Passages per embedding batch.")
 @click.option("--dense", type=click.Choice(["flat", "hnsw"]),
-              help="FAISS index: exact inner product (flat, default) or HNSW for large corpora.")
+              help="FAISS index: exact inner product (flat) or HNSW for large corpora. An "
+                   "existing index keeps its kind unless this flag names another (no "
+                   "re-embedding needed); a new one uses ingest.dense of rag.toml (flat).")
 @click.option("--device", help="Device for the embedder (cpu, cuda, mps; default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) if any file cannot be read.")
@@ -94,7 +96,7 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         embedder=embedder, default_embedder=cfg.embedder, query_prefix=query_prefix or cfg.query_prefix,
         passage_prefix=passage_prefix or cfg.passage_prefix,
         max_tokens=max_tokens or cfg.max_tokens, batch_size=batch_size or cfg.batch_size,
-        dense=dense or cfg.dense, device=device or cfg.device,
+        dense=dense, default_dense=cfg.dense, device=device or cfg.device,
         trust_remote_code=cfg.trust_remote_code)
     progress = not quiet and sys.stderr.isatty()
     log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
@@ -129,7 +131,12 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
 def _read_queries(path: Path) -> list[dict]:
     """One question a line, or JSONL objects with a `question` field (and maybe `id`)."""
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{path}: not UTF-8 text (byte {e.start}); save the "
+                                   "questions as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

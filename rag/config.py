@@ -80,13 +80,35 @@ def _apply_file(cfg: Config, file: Path) -> None:
                 if sub not in SECTIONS[key]:
                     raise ConfigError(f"{file}: unknown key {sub!r} in [{key}] "
                                       f"(known: {', '.join(sorted(SECTIONS[key]))})")
-                setattr(cfg, sub, v)
+                _set(cfg, sub, v, f"{file}: [{key}] {sub}")
         elif key in known:
-            setattr(cfg, key, value)
+            _set(cfg, key, value, f"{file}: {key}")
         else:
             raise ConfigError(f"{file}: unknown key {key!r}")
     cfg.source = str(file)
     _validate(cfg, str(file))
+
+
+_INTS = {"k", "batch_size", "max_tokens"}
+_BOOLS = {"trust_remote_code"}
+
+
+def _set(cfg: Config, key: str, value, where: str) -> None:
+    """Set a value from the file, checking its TOML type against the setting."""
+    if key in _INTS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif key in _BOOLS:
+        ok, kind = isinstance(value, bool), "true or false"
+    elif key == "paths":
+        ok = isinstance(value, str) or (isinstance(value, list)
+                                        and all(isinstance(v, str) for v in value))
+        kind = "a path or a list of paths"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"{where} must be {kind}, not {value!r}")
+    setattr(cfg, key, value)
 
 
 def _coerce(key: str, raw: str, where: str):

@@ -13,11 +13,11 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
+from .config import MODES
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
 RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
-MODES = ("hybrid", "dense", "bm25")
 
 
 class EmbedderMismatch(Exception):
@@ -47,6 +47,8 @@ class Retriever:
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
         self.info = self.index.manifest["embedder"]
+        if embedder and Path(embedder).is_dir():
+            embedder = str(Path(embedder).resolve())
         if embedder and embedder != self.info["name"]:
             raise EmbedderMismatch(
                 f"index {self.index_dir} was built with embedder {self.info['name']!r}, "

@@ -159,3 +159,44 @@ def test_bare_ingest_rereads_exactly_the_inputs(corpus_copy, tmp_path, tiny_embe
     r = run("ingest", "--index", index, "--json")
     report = json.loads(r.output)
     assert [d["source"] for d in report["documents"]] == ["履修規程.txt"]
+
+
+@pytest.mark.parametrize("body,error", [
+    ('[ingest]\nmax_tokens = "abc"\n', "[ingest] max_tokens must be an integer"),
+    ('[ingest]\ntrust_remote_code = "no"\n', "trust_remote_code must be true or false"),
+    ('[search]\nthesaurus = 1\n', "[search] thesaurus must be a string"),
+    ('[search]\nmode = "fuzzy"\n', "mode must be one of"),
+    ('index = \n', "rag.toml"),
+])
+def test_config_values_are_type_checked(tmp_path, body, error):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text(body, encoding="utf-8")
+    r = run("--config", cfg, "search", "除籍")
+    assert r.exit_code == 1 and error in r.output, r.output
+
+
+def test_queries_file_not_utf8(corpus_index, tmp_path):
+    f = tmp_path / "q.txt"
+    f.write_bytes("除籍の要件\n".encode("cp932"))
+    r = run("search", "--queries", f, "--index", corpus_index)
+    assert r.exit_code == 1 and "not UTF-8" in r.output
+
+
+def test_damaged_manifest_is_a_clear_error(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    assert run("ingest", corpus_copy, "--index", index, "--embedder", tiny_embedder,
+               "-q").exit_code == 0
+    from ingest import store
+    (store.current_generation(index) / "manifest.json").write_text("{broken", "utf-8")
+    r = run("search", "除籍", "--index", index)
+    assert r.exit_code == 1 and "manifest.json is damaged" in r.output
+    # ingest rebuilds from scratch instead of failing
+    r = run("ingest", corpus_copy, "--index", index, "--embedder", tiny_embedder)
+    assert r.exit_code == 0, r.output
+    assert run("search", "除籍", "--index", index).exit_code == 0
+
+
+def test_bad_device_is_a_clear_error(corpus_copy, tmp_path, tiny_embedder):
+    r = run("ingest", corpus_copy, "--index", tmp_path / "idx", "--embedder", tiny_embedder,
+            "--device", "nosuchdevice")
+    assert r.exit_code == 1 and "cannot load embedder" in r.output, r.output

@@ -139,7 +139,9 @@ def test_symlinks_never_leave_the_tree(corpus_copy, tmp_path, tiny_embedder):
     assert "outside" in failed["link.txt"]
     texts = " ".join(p.text for p in store.load_index(tmp_path / "idx").passages)
     assert "外部のファイル" not in texts
-    assert "inside.txt" in {d.source for d in report.documents if d.status == "added"}
+    # A link to a file inside the tree is the same document: indexed once, as the file.
+    assert "inside.txt" not in {d.source for d in report.documents}
+    assert "履修規程.txt" in {d.source for d in report.documents if d.status == "added"}
 
 
 def test_embedder_mismatch_is_a_clear_error(corpus_index, other_embedder, tmp_path,
@@ -231,3 +233,75 @@ def test_ingest_json_report(corpus_copy, tmp_path, tiny_embedder):
     report = json.loads(proc.stdout)
     assert report["written"] and report["embedded"] == report["passages"] > 80
     assert {d["status"] for d in report["documents"]} == {"added"}
+
+
+def test_explicit_prefixes_are_kept_by_later_runs(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, IngestSettings(embedder=str(tiny_embedder),
+                                                passage_prefix="文章: ", query_prefix="問: "))
+    f = corpus_copy / "学則.txt"
+    f.write_text(f.read_text(encoding="utf-8").replace("除籍", "除名"), encoding="utf-8")
+    report = ingest([corpus_copy], index, IngestSettings())
+    emb = store.read_manifest(index)["embedder"]
+    assert (emb["query_prefix"], emb["passage_prefix"]) == ("問: ", "文章: ")
+    assert 0 < report.embedded < report.passages
+
+
+def test_swapped_weights_are_noticed_by_a_bare_ingest(corpus_copy, tmp_path, tiny_embedder,
+                                                      other_embedder):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_embedder, model)
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(model))
+    shutil.rmtree(model)
+    shutil.copytree(other_embedder, model)
+    report = ingest([corpus_copy], index, IngestSettings())
+    assert report.written and report.embedded == report.passages
+    assert Retriever(index).search("除籍", mode="dense")
+
+
+def test_switching_to_hnsw_reuses_the_vectors(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    flat = Retriever(index).search("除籍の要件", k=3, mode="dense")
+    report = ingest([corpus_copy], index, IngestSettings(dense="hnsw"))
+    assert report.written and report.embedded == 0
+    assert store.read_manifest(index)["dense"]["kind"] == "hnsw"
+    hnsw = Retriever(index).search("除籍の要件", k=3, mode="dense")
+    assert [h.passage.id for h in hnsw] == [h.passage.id for h in flat]
+    # and a bare run afterwards keeps HNSW
+    ingest([corpus_copy], index, IngestSettings())
+    assert store.read_manifest(index)["dense"]["kind"] == "hnsw"
+
+
+def test_a_document_turned_into_an_outside_symlink_keeps_its_passages(corpus_copy, tmp_path,
+                                                                      tiny_embedder):
+    index = tmp_path / "idx"
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    before = {pid for pid in _vectors_by_id(index) if pid.startswith("履修規程.txt#")}
+    outside = tmp_path / "elsewhere.txt"
+    (corpus_copy / "履修規程.txt").rename(outside)
+    (corpus_copy / "履修規程.txt").symlink_to(outside)
+    report = ingest([corpus_copy], index, _settings(tiny_embedder))
+    (failure,) = report.failures
+    assert "outside" in failure.reason and "keeping the previously indexed" in failure.reason
+    assert before <= set(_vectors_by_id(index))
+
+
+def test_hub_models_are_identified_by_their_cached_commit(tmp_path, tiny_embedder):
+    """A model named by Hub id loads offline from a filled cache, with its commit and its
+    declared prompts recorded (how cluster nodes without internet run)."""
+    import shutil
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--cl-nagoya--tiny-test"
+    shutil.copytree(tiny_embedder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = ("from ingest.embedder import Embedder; e = Embedder('cl-nagoya/tiny-test'); "
+            "print(e.revision, repr(e.query_prefix), repr(e.passage_prefix))")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [commit, "'query:", "'", "'passage:", "'"]

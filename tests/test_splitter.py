@@ -99,7 +99,42 @@ def test_prose_falls_back_to_paragraphs_under_markdown_headings():
     ps = split_document(_doc(text), "guide.md")
     assert [p.article for p in ps] == ["", ""]
     assert ps[0].heading == "窓口" and ps[0].text.startswith("窓口は平日")
-    assert ps[0].id.startswith("guide.md#段落1@") and ps[1].id.startswith("guide.md#段落2@")
+    assert ps[0].id.startswith("guide.md#窓口 段落1@") and ps[1].id.startswith("guide.md#窓口 段落2@")
+
+
+def test_markdown_guide_with_a_numbered_list_stays_prose():
+    text = ("# ガイド\n\n## 手続\n\n1. 窓口に行く。\n2. 書類を出す。\n3. 待つ。\n\n"
+            "## 図書館\n\n図書館は9時に開く。\n")
+    ps = split_document(_doc(text), "guide.md")
+    assert [p.article for p in ps] == ["", ""]
+    assert [p.heading for p in ps] == ["手続", "図書館"]
+
+
+def test_table_of_contents_listing_supplementary_provisions():
+    text = ("規程\n目次\n第１章　総則（第１条・第２条）\n附則\n"
+            "第１章　総則\n第１条　この規程は、目的を定める。\n第２条　定義を定める。\n"
+            "附　則\nこの規程は、令和２年４月１日から施行する。\n")
+    ps = split_document(_doc(text), "x.txt")
+    assert [p.article for p in ps] == ["第1条", "第2条", "附則"]
+    assert ps[0].heading == "第１章　総則"
+
+
+def test_comma_and_period_punctuation_and_caption_without_space():
+    text = ("規則\n第１条（目的）この規則は，学生の身分について定める．\n"
+            "附　則\nこの規則は，令和２年４月１日から施行する．\n")
+    ps = split_document(_doc(text), "x.txt")
+    assert [(p.article, p.caption) for p in ps] == [("第1条", "目的"), ("附則", "")]
+    long = "規則\n第１条　" + "学生は，所定の手続を経て届け出る．" * 12 + "\n"
+    parts = split_document(_doc(long), "x.txt", max_tokens=80, count_tokens=_char_count)
+    assert len(parts) > 1 and all(p.text.endswith("．") for p in parts)
+
+
+def test_a_caption_is_never_a_passage_of_its_own():
+    text = "規程\n（目的）\n第１条　" + "この規程は目的を定める。" * 10 + "\n"
+    ps = split_document(_doc(text), "x.txt", max_tokens=60, count_tokens=_char_count)
+    assert len(ps) > 1
+    assert all(p.text.strip() != "（目的）" for p in ps)
+    assert ps[0].text.startswith("（目的）\n第１条")
 
 
 def _char_count(text: str) -> int:

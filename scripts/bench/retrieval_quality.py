@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rag.metrics import retrieval_summary  # noqa: E402
 from rag.questions import load_questions  # noqa: E402
-from rag.retrieve import MODES, Retriever  # noqa: E402
+from rag.config import MODES  # noqa: E402
+from rag.retrieve import Retriever  # noqa: E402
 
 
 def main() -> None:
