@@ -42,7 +42,7 @@ class DocumentChange:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    reason: str = ""                # for failed documents
+    reason: str = ""                # why it failed, or why an unchanged file was re-indexed
     passages: int = 0
 
     def describe(self) -> str:
@@ -52,7 +52,8 @@ class DocumentChange:
             return f"{self.source}: {self.status} ({self.passages} passages)"
         parts = [f"{k} changed" for k in self.changed] + [f"{k} added" for k in self.added] + [
             f"{k} removed" for k in self.removed]
-        return f"{self.source}: " + (", ".join(parts) or "no article changed (layout only)")
+        return f"{self.source}: " + (", ".join(parts) or self.reason
+                                     or "no article changed (layout only)")
 
 
 @dataclass
@@ -257,7 +258,10 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
                                "pages": len(doc.pages) if doc.kind == "pdf" else None,
                                "passages": [p.id for p in passages]}
         new_passages.extend(passages)
-        report.documents.append(_diff(f.source, prev, old, old_by_id, passages))
+        change = _diff(f.source, prev, old, old_by_id, passages)
+        if prev and prev["sha256"] == digest:
+            change.reason = "re-indexed (embedder or splitter settings changed)"
+        report.documents.append(change)
     for problem in problems:      # refused before loading (e.g. a symlink out): keep old
         if problem.source not in documents and problem.source in old_docs:
             _keep_old(problem.source, old, old_docs, old_by_id, new_passages, documents)

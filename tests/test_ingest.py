@@ -168,6 +168,7 @@ def test_changing_the_embedder_reembeds_everything(corpus_copy, tmp_path, tiny_e
     first = ingest([corpus_copy], index, _settings(tiny_embedder))
     report = ingest([corpus_copy], index, _settings(other_embedder))
     assert report.embedded == report.passages and report.reused == 0
+    assert all("re-indexed" in d.describe() for d in report.documents)
     assert first.written
     assert store.read_manifest(index)["embedder"]["dimension"] == 24
 
