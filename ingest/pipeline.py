@@ -50,10 +50,11 @@ class DocumentChange:
             return f"{self.source}: skipped: {self.reason}"
         if self.status in ("added", "removed", "unchanged"):
             return f"{self.source}: {self.status} ({self.passages} passages)"
+        if self.reason:          # re-indexed for new settings: part lists would be noise
+            return f"{self.source}: {self.reason}"
         parts = [f"{k} changed" for k in self.changed] + [f"{k} added" for k in self.added] + [
             f"{k} removed" for k in self.removed]
-        return f"{self.source}: " + (", ".join(parts) or self.reason
-                                     or "no article changed (layout only)")
+        return f"{self.source}: " + (", ".join(parts) or "no article changed (layout only)")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -11,6 +12,9 @@ import click
 from .config import MODES, ConfigError, load_config
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Library deprecation notices are for developers, not for someone asking about 除籍.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -226,6 +230,252 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
             click.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
         else:
             _print_hits(q["query"], hits, full)
+
+
+# --------------------------------------------------------------------------- ask / chat
+
+def _generation_options(f):
+    """Options shared by `ask` and `chat`."""
+    opts = [
+        click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Index to retrieve from [config: index; default indexes/default]."),
+        click.option("-k", "k", type=click.IntRange(1), help="Passages to retrieve before "
+                     "packing [config: search.k; default 5]."),
+        click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [default hybrid]."),
+        click.option("--model", help="Generator: Hugging Face id or local path [config: "
+                     "generate.model; env RAG_MODEL; default cyberagent/open-calm-3b; with "
+                     "--adapter alone, the base model recorded in the adapter]."),
+        click.option("--adapter", help="PEFT LoRA adapter (path or id) [config: "
+                     "generate.adapter; env RAG_ADAPTER]."),
+        click.option("--no-adapter", is_flag=True, help="Ignore the configured adapter."),
+        click.option("--max-new-tokens", type=click.IntRange(1), help="Longest answer in "
+                     "tokens [config: generate.max_new_tokens; default 256]."),
+        click.option("--temperature", type=click.FloatRange(0), help="0 = greedy, "
+                     "reproducible (default); above 0 samples."),
+        click.option("--min-score", type=float, help="Abstain when the best passage's dense "
+                     "similarity is below this [config: generate.min_score; default: never]."),
+        click.option("--device", help="cuda, cuda:1, mps or cpu (default: automatic)."),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+                     help="Weights dtype (auto: bf16 on GPUs that have it, fp16 on V100/MPS, "
+                     "fp32 on CPU)."),
+        click.option("--allow-pickle", is_flag=True, default=None, help="Allow .bin "
+                     "(pickled) weights when a model has no safetensors."),
+        click.option("--trust-remote-code", is_flag=True, default=None,
+                     help="Run model code from the model's repository (off by default)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+              temperature, min_score, device, dtype, allow_pickle, trust_remote_code,
+              retrieval: bool, log):
+    from ingest import store
+    from ingest.embedder import EmbedderError
+
+    from .answer import Answerer
+    from .generate import Generator, GeneratorError
+    from .retrieve import EmbedderMismatch, Retriever
+
+    adapter = None if no_adapter else (adapter or _configured_adapter(cfg))
+    trust = cfg.trust_remote_code if trust_remote_code is None else trust_remote_code
+    retriever = None
+    try:
+        if retrieval:
+            retriever = Retriever(index_dir or Path(cfg.index), device=device or cfg.device,
+                                  trust_remote_code=trust, thesaurus=cfg.thesaurus)
+            retriever.warm(mode or cfg.mode)
+        log(f"loading {model or (adapter and 'the adapter base') or cfg.model}"
+            + (f" + adapter {adapter}" if adapter else ""))
+        generator = Generator(model or (None if adapter else cfg.model), adapter=adapter,
+                              device=device or cfg.device, dtype=dtype or cfg.dtype,
+                              trust_remote_code=trust,
+                              allow_pickle=cfg.allow_pickle if allow_pickle is None else allow_pickle)
+    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, GeneratorError) as e:
+        raise click.ClickException(str(e)) from None
+    return Answerer(generator, retriever, k=k or cfg.k, mode=mode or cfg.mode,
+                    min_score=cfg.min_score if min_score is None else min_score,
+                    max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+                    temperature=cfg.temperature if temperature is None else temperature)
+
+
+def _configured_adapter(cfg) -> str | None:
+    """The configured adapter, when it is present (a Hub id is taken as present)."""
+    if not cfg.adapter:
+        return None
+    looks_local = cfg.adapter.startswith((".", "/", "~")) or Path(cfg.adapter).exists()
+    return cfg.adapter if (not looks_local or Path(cfg.adapter).expanduser().exists()) else None
+
+
+def _print_sources(answer) -> None:
+    if not answer.sources:
+        return
+    click.echo(click.style("近い条文:" if answer.abstained else "根拠:", bold=True))
+    for i, s in enumerate(answer.sources, start=1):
+        p = s.passage
+        cite = " ".join(x for x in (p.title, p.label) if x)
+        page = f" p.{p.page}" if p.page else ""
+        via = f"（{s.via}から参照）" if s.via else ""
+        click.echo(f"[{i}] {click.style(cite, fg='cyan')}{via}  "
+                   f"{click.style(p.source + page, dim=True)}")
+
+
+def _timing_line(answer) -> str:
+    t = answer.timings
+    parts = []
+    if "retrieval_ms" in t:
+        parts.append(f"retrieval {t['retrieval_ms']:.0f} ms")
+    parts.append(f"model load {t['model_load_s']:.1f} s")
+    if t.get("first_token_ms") is not None:
+        parts.append(f"first token {t['first_token_ms']:.0f} ms")
+    if t.get("tokens_per_s"):
+        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+    return "(" + ", ".join(parts) + ")"
+
+
+@cli.command()
+@click.argument("question")
+@_generation_options
+@click.option("--no-retrieval", is_flag=True, help="Ask the model alone, without context "
+              "(for comparison).")
+@click.option("--show-context", is_flag=True, help="Print the prompt given to the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print {question, answer, abstained, "
+              "sources: [{n, source, article, score, ...}], timings} instead of streaming.")
+@click.pass_context
+def ask(ctx, question, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+        temperature, min_score, device, dtype, allow_pickle, trust_remote_code, no_retrieval,
+        show_context, as_json):
+    """Answer QUESTION from the regulations, citing the articles used.
+
+    The answer streams as it is generated, then its grounds are listed. When nothing
+    relevant is retrieved (see --min-score) it says the regulations do not appear to
+    cover the question and shows the nearest passages instead of guessing.
+    """
+    from .generate import GeneratorError
+
+    cfg = _config(ctx)
+    log = (lambda s: None) if as_json else (lambda s: click.echo(click.style(s, dim=True),
+                                                                  err=True))
+    answerer = _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+                         temperature, min_score, device, dtype, allow_pickle,
+                         trust_remote_code, not no_retrieval, log)
+    stream = None if as_json else (lambda t: click.echo(t, nl=False))
+    try:
+        answer = answerer.ask(question, retrieval=not no_retrieval, on_text=stream)
+    except (GeneratorError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        obj = answer.to_json()
+        obj["model"], obj["adapter"] = answerer.generator.name, answerer.generator.adapter
+        if show_context:
+            obj["prompt"] = answer.prompt
+        _echo_json(obj)
+        return
+    click.echo()
+    if show_context and answer.prompt:
+        click.echo(click.style("--- prompt ---\n" + answer.prompt + "\n--- end ---", dim=True),
+                   err=True)
+    _print_sources(answer)
+    click.echo(click.style(_timing_line(answer), dim=True), err=True)
+
+
+@cli.command()
+@_generation_options
+@click.pass_context
+def chat(ctx, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens, temperature,
+         min_score, device, dtype, allow_pickle, trust_remote_code):
+    """Talk with the model about the regulations; it is loaded once.
+
+    \b
+    Follow-up questions are searched together with the previous question.
+    Commands: /sources (grounds of the last answer), /reset (forget the
+    conversation), /quit (or Ctrl-D).
+    """
+    from .generate import GeneratorError
+    from .prompt import Turn
+
+    cfg = _config(ctx)
+    log = lambda s: click.echo(click.style(s, dim=True), err=True)  # noqa: E731
+    answerer = _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+                         temperature, min_score, device, dtype, allow_pickle,
+                         trust_remote_code, True, log)
+    click.echo("規程について質問してください。/sources 根拠  /reset 会話を消去  /quit 終了")
+    history: list[Turn] = []
+    last = None
+    while True:
+        try:
+            line = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            break
+        if not line:
+            continue
+        if line in ("/quit", "/exit", "/q"):
+            break
+        if line == "/reset":
+            history, last = [], None
+            click.echo("会話を消去しました。")
+            continue
+        if line == "/sources":
+            if last:
+                _print_sources(last)
+            else:
+                click.echo("まだ回答がありません。")
+            continue
+        if line.startswith("/"):
+            click.echo("コマンド: /sources /reset /quit")
+            continue
+        try:
+            last = answerer.ask(line, history, on_text=lambda t: click.echo(t, nl=False))
+        except (GeneratorError, ValueError) as e:
+            click.echo(click.style(f"Error: {e}", fg="red"), err=True)
+            continue
+        click.echo()
+        history.append(Turn(line, last.text))
+
+
+# --------------------------------------------------------------------------- models
+
+@cli.group()
+def models():
+    """Fetch models for offline use (cluster nodes often have no internet)."""
+
+
+@models.command("download")
+@click.option("--model", help="Generator to fetch [default: generate.model].")
+@click.option("--adapter", help="Adapter to fetch [default: generate.adapter, if a Hub id].")
+@click.option("--embedder", help="Embedder to fetch [default: ingest.embedder].")
+@click.option("--only", type=click.Choice(["model", "adapter", "embedder"]), multiple=True,
+              help="Fetch only these (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print {name: local path} as JSON.")
+@click.pass_context
+def models_download(ctx, model, adapter, embedder, only, as_json):
+    """Download the configured generator, adapter and embedder into the Hugging Face
+    cache (run where there is internet; the cache then works with HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import snapshot_download
+
+    from ingest.embedder import DEFAULT_EMBEDDER
+
+    cfg = _config(ctx)
+    wanted = {"model": model or cfg.model, "adapter": adapter or cfg.adapter,
+              "embedder": embedder or cfg.embedder or DEFAULT_EMBEDDER}
+    fetched = {}
+    for kind, name in wanted.items():
+        if not name or (only and kind not in only) or Path(name).exists():
+            continue
+        click.echo(f"fetching {kind} {name} …", err=True)
+        try:
+            fetched[name] = snapshot_download(
+                name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                      "*.tiktoken", "1_Pooling/*", "2_Normalize/*"])
+        except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors alike
+            raise click.ClickException(f"cannot fetch {kind} {name!r}: {e}") from None
+    if as_json:
+        _echo_json(fetched)
+    else:
+        for name, path in fetched.items():
+            click.echo(f"{name}: {path}")
 
 
 def main() -> None:

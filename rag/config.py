@@ -33,6 +33,14 @@ class Config:
     k: int = 5
     mode: str = "hybrid"
     thesaurus: str = "default"             # "default" (shipped), a TSV path, or "" for none
+    # [generate]
+    model: str = "cyberagent/open-calm-3b"
+    adapter: str | None = None             # used when set (a path that exists, or a Hub id)
+    max_new_tokens: int = 256
+    temperature: float = 0.0               # 0 = greedy: reproducible answers
+    dtype: str = "auto"                    # auto | bf16 | fp16 | fp32
+    allow_pickle: bool = False             # load .bin weights (torch.load, weights only)
+    min_score: float | None = None         # abstain below this best dense similarity
     source: str = "defaults"               # where the file settings came from, for --help/debug
 
 
@@ -42,10 +50,12 @@ SECTIONS = {
     "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
                "batch_size", "dense", "device", "trust_remote_code"},
     "search": {"k", "mode", "thesaurus"},
+    "generate": {"model", "adapter", "max_new_tokens", "temperature", "dtype", "allow_pickle",
+                 "min_score", "device", "trust_remote_code"},
 }
 ENV = {"index": "RAG_INDEX", "embedder": "RAG_EMBEDDER", "device": "RAG_DEVICE",
        "max_tokens": "RAG_MAX_TOKENS", "batch_size": "RAG_BATCH_SIZE", "k": "RAG_K",
-       "mode": "RAG_MODE"}
+       "mode": "RAG_MODE", "model": "RAG_MODEL", "adapter": "RAG_ADAPTER"}
 MODES = ("hybrid", "dense", "bm25")
 
 
@@ -89,8 +99,9 @@ def _apply_file(cfg: Config, file: Path) -> None:
     _validate(cfg, str(file))
 
 
-_INTS = {"k", "batch_size", "max_tokens"}
-_BOOLS = {"trust_remote_code"}
+_INTS = {"k", "batch_size", "max_tokens", "max_new_tokens"}
+_FLOATS = {"temperature", "min_score"}
+_BOOLS = {"trust_remote_code", "allow_pickle"}
 
 
 def _set(cfg: Config, key: str, value, where: str) -> None:
@@ -98,6 +109,9 @@ def _set(cfg: Config, key: str, value, where: str) -> None:
     if key in _INTS:
         ok = isinstance(value, int) and not isinstance(value, bool)
         kind = "an integer"
+    elif key in _FLOATS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = "a number"
     elif key in _BOOLS:
         ok, kind = isinstance(value, bool), "true or false"
     elif key == "paths":

@@ -27,8 +27,10 @@ class EmbedderMismatch(Exception):
 @dataclass
 class Hit:
     rank: int
-    score: float
+    score: float                       # the mode's score (RRF for hybrid)
     passage: Passage
+    dense_score: float | None = None   # cosine similarity, when dense search ran
+    bm25_score: float | None = None
 
     def to_json(self) -> dict:
         p = self.passage
@@ -77,6 +79,12 @@ class Retriever:
             self._embedder = model
         return self._embedder
 
+    def warm(self, mode: str = "hybrid") -> None:
+        """Load what `mode` needs now, so the first query's latency is only the search."""
+        if mode in ("dense", "hybrid"):
+            self.embedder  # noqa: B018 - loads the model
+        self.tokenizer.tokenize("規程")
+
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         return self.search_many([query], k, mode)[0]
 
@@ -100,8 +108,19 @@ class Retriever:
                 ranked = sparse[qi]
             else:
                 ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]])
-            out.append([Hit(r + 1, s, self.passages[i]) for r, (i, s) in enumerate(ranked[:k])])
+            cos = dict(dense[qi]) if dense else {}
+            bm = dict(sparse[qi]) if sparse else {}
+            out.append([Hit(r + 1, s, self.passages[i], cos.get(i), bm.get(i))
+                        for r, (i, s) in enumerate(ranked[:k])])
         return out
+
+    def article(self, source: str, article: str) -> list[Passage]:
+        """All passages (項-split parts in order) of one article of one document."""
+        if not hasattr(self, "_articles"):
+            self._articles: dict[tuple[str, str], list[Passage]] = {}
+            for p in self.passages:
+                self._articles.setdefault((p.source, p.article), []).append(p)
+        return self._articles.get((source, article), [])
 
     def _dense(self, queries: list[str], depth: int) -> list[list[tuple[int, float]]]:
         t0 = time.perf_counter()

@@ -59,3 +59,16 @@ def e5_small() -> Path:
         pytest.skip("E5_SMALL_DIR is not set to a multilingual-e5-small build "
                     "(make one with ../shared/tools/make-e5-small)")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    """A tiny random GPT-NeoX with OpenCALM's layout and a BPE tokenizer of the corpus."""
+    from tiny_models import build_tiny_gpt_neox
+    return build_tiny_gpt_neox(tmp_path_factory.mktemp("tiny-neox"), corpus_texts())
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory, tiny_generator) -> Path:
+    from tiny_models import make_lora_adapter
+    return make_lora_adapter(tiny_generator, tmp_path_factory.mktemp("tiny-lora"))

@@ -53,3 +53,57 @@ def build_tiny_sentence_transformer(out: Path, texts: list[str], *, dim: int = 3
                              prompts=prompts or {}, device="cpu")
     st.save(str(out))
     return out
+
+
+def build_tiny_gpt_neox(out: Path, texts: list[str], *, vocab_size: int = 3000,
+                        max_position_embeddings: int = 2048, hidden_size: int = 64,
+                        seed: int = 0) -> Path:
+    """A random GPTNeoXForCausalLM with OpenCALM's layout (rotary on all dims,
+    sequential residual, untied head, eos = bos = 0, a separate <|padding|>) and a
+    byte-level BPE tokenizer trained on `texts`, saved as safetensors."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out)
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>", pad_token="<|padding|>",
+        model_max_length=max_position_embeddings)
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=raw.get_vocab_size(), hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=max_position_embeddings,
+        rotary_pct=1.0, rotary_emb_base=10000, use_parallel_residual=False,
+        tie_word_embeddings=False, hidden_act="gelu", layer_norm_eps=1e-5,
+        bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    model = GPTNeoXForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_lora_adapter(base: Path, out: Path, *, seed: int = 0) -> Path:
+    """A LoRA adapter on query_key_value with non-zero B, so it changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, lora_dropout=0.0,
+                                                  target_modules=["query_key_value"],
+                                                  task_type="CAUSAL_LM"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    return Path(out)

@@ -1,0 +1,128 @@
+"""Question -> passages -> answer: the path `rag ask`, `rag chat` and evaluation share."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .context import Source, pack
+from .generate import Generator
+from .prompt import ABSTAIN_ANSWER, Turn, render
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    sources: list[Source]                    # what the prompt carried (or, abstaining, the nearest)
+    abstained: bool
+    retrieval: bool
+    prompt: str = ""
+    timings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question, "answer": self.text, "abstained": self.abstained,
+            "retrieval": self.retrieval,
+            "sources": [{"n": i, "source": s.passage.source, "title": s.passage.title,
+                         "article": s.passage.article, "caption": s.passage.caption,
+                         "paragraph": s.passage.paragraph, "page": s.passage.page,
+                         "score": None if s.score is None else round(float(s.score), 6),
+                         "cross_reference_from": s.via}
+                        for i, s in enumerate(self.sources, start=1)],
+            "timings": {k: round(v, 3) if isinstance(v, float) else v
+                        for k, v in self.timings.items()},
+        }
+
+
+class Answerer:
+    """Retrieves, packs the context into the generator's window, and generates."""
+
+    def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
+                 mode: str = "hybrid", min_score: float | None = None,
+                 max_new_tokens: int = 256, temperature: float = 0.0,
+                 follow_references: bool = True):
+        self.generator, self.retriever = generator, retriever
+        self.k, self.mode, self.min_score = k, mode, min_score
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.follow_references = follow_references
+
+    # ------------------------------------------------------------------ prompt
+
+    def budget(self) -> int:
+        """Prompt tokens allowed: the window minus room for the answer."""
+        return self.generator.context_window - self.max_new_tokens
+
+    def fit_history(self, question: str, history: Sequence[Turn]) -> list[Turn]:
+        """Drop the oldest turns until the question and history leave room for context."""
+        history = list(history)
+        tok = self.generator.tokenizer
+        while history and self.generator.count_tokens(
+                render(tok, question, [], history)) > self.budget() // 2:
+            history.pop(0)
+        return history
+
+    def build(self, question: str, sources: list[Source] | None,
+              history: Sequence[Turn] = ()) -> tuple[str, list[Source]]:
+        """The prompt and the sources it carries, never over the budget."""
+        tok = self.generator.tokenizer
+        if sources is None:
+            return render(tok, question, None, history), []
+
+        def fits(chosen: list[Source]) -> bool:
+            prompt = render(tok, question, [s.context() for s in chosen], history)
+            return self.generator.count_tokens(prompt) <= self.budget()
+
+        lookup = self.retriever.article if self.retriever else (lambda s, a: [])
+        chosen = pack(sources, fits, lookup, self.follow_references)
+        prompt = render(tok, question, [s.context() for s in chosen], history)
+        if self.generator.count_tokens(prompt) > self.budget():
+            raise ValueError(f"the question and conversation alone exceed the model's window "
+                             f"({self.generator.context_window} tokens)")
+        return prompt, chosen
+
+    # ------------------------------------------------------------------ answer
+
+    def retrieve(self, question: str, history: Sequence[Turn] = ()):
+        """Passages for the question; a follow-up is searched together with the previous
+        question so 「では休学中は？」 still finds the topic of the conversation.
+        Returns (sources, retrieval ms, hits)."""
+        query = question if not history else f"{history[-1].question} {question}"
+        started = time.perf_counter()
+        hits = self.retriever.search(query, k=self.k, mode=self.mode)
+        ms = (time.perf_counter() - started) * 1000
+        return [Source(h.passage, h.score) for h in hits], ms, hits
+
+    def is_relevant(self, hits) -> bool:
+        """False when nothing retrieved is close enough to the question to answer from:
+        the best dense similarity (or BM25 score in bm25 mode) under `min_score`."""
+        if not hits:
+            return False
+        if self.min_score is None:
+            return True
+        best = max((h.dense_score if h.dense_score is not None else h.bm25_score or 0.0)
+                   for h in hits)
+        return best >= self.min_score
+
+    def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
+            on_text: Callable[[str], None] | None = None) -> Answer:
+        timings: dict = {"model_load_s": self.generator.load_s}
+        history = self.fit_history(question, history)
+        if retrieval and self.retriever is None:
+            raise ValueError("retrieval needs an index")
+        if retrieval:
+            sources, timings["retrieval_ms"], hits = self.retrieve(question, history)
+            if not self.is_relevant(hits):
+                if on_text:
+                    on_text(ABSTAIN_ANSWER)
+                return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
+        else:
+            sources = None
+        started = time.perf_counter()
+        prompt, chosen = self.build(question, sources, history)
+        timings["prompt_ms"] = (time.perf_counter() - started) * 1000
+        gen = self.generator.generate(prompt, max_new_tokens=self.max_new_tokens,
+                                      temperature=self.temperature, on_text=on_text)
+        timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
+                       generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos)
+        return Answer(question, gen.text.strip(), chosen, False, retrieval, prompt, timings)

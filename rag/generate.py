@@ -1,0 +1,206 @@
+"""Text generation with a Hugging Face causal LM and an optional PEFT LoRA adapter.
+
+Device and dtype are chosen for the machine (CUDA bf16 where supported, fp16 on
+older GPUs such as V100, fp16 on Apple MPS, fp32 on CPU); decoding is greedy by
+default so answers are reproducible; tokens stream through a streamer thread and
+the end-of-text token stops generation. Load once, generate many times.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_GENERATOR = "cyberagent/open-calm-3b"
+
+
+class GeneratorError(Exception):
+    pass
+
+
+@dataclass
+class Generation:
+    text: str
+    new_tokens: int
+    first_token_ms: float | None
+    tokens_per_s: float | None
+    stopped_at_eos: bool
+
+
+def pick_device_dtype(device: str | None = None, dtype: str | None = None):
+    """(device, torch dtype): bf16 on GPUs that have it, fp16 on V100-class and MPS,
+    fp32 on CPU; either may be forced."""
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if dtype is None or dtype == "auto":
+        if device.startswith("cuda"):
+            resolved = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device == "mps":
+            resolved = torch.float16
+        else:
+            resolved = torch.float32
+    else:
+        names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+        if dtype not in names:
+            raise GeneratorError(f"unknown dtype {dtype!r} (auto, bf16, fp16 or fp32)")
+        resolved = names[dtype]
+    return device, resolved
+
+
+def adapter_base_model(adapter: str | Path) -> str | None:
+    """The base model an adapter was trained on, from its adapter_config.json."""
+    cfg = Path(adapter) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise GeneratorError(f"{cfg}: cannot read the adapter config ({e})") from None
+
+
+def _missing_model_message(name: str, what: str, error: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return (f"cannot load {what} {name!r}: {error}\n"
+            + ("This machine is offline (HF_HUB_OFFLINE=1). " if offline else "")
+            + "Fetch it where there is internet with `rag models download`, or point to a "
+            "local directory (a path instead of the Hugging Face id).")
+
+
+class Generator:
+    """A causal LM (+ LoRA adapter), loaded once."""
+
+    def __init__(self, model: str | None = None, *, adapter: str | None = None,
+                 device: str | None = None, dtype: str | None = None,
+                 trust_remote_code: bool = False, allow_pickle: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        started = time.perf_counter()
+        base = model or (adapter_base_model(adapter) if adapter else None) or DEFAULT_GENERATOR
+        if adapter and not Path(adapter, "adapter_config.json").is_file() and Path(adapter).exists():
+            raise GeneratorError(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
+        self.name, self.adapter = base, adapter
+        self.device, self.dtype = pick_device_dtype(device, dtype)
+        # Prefer the adapter's tokenizer: fine-tuning saves the one it trained with.
+        tok_source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                tok_source, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                base, dtype=self.dtype, trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True)
+        except OSError as e:
+            if "safetensors" in str(e) and not allow_pickle:
+                raise GeneratorError(
+                    f"{base!r} has no safetensors weights, only pickled ones; pass "
+                    "--allow-pickle (or allow_pickle = true in rag.toml) to load them if "
+                    "you trust the source") from None
+            raise GeneratorError(_missing_model_message(base, "generator", e)) from None
+        except ValueError as e:
+            raise GeneratorError(f"cannot load generator {base!r}: {e}") from None
+        if adapter:
+            self.model = self._apply_adapter(adapter, base)
+        self.model.to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.context_window = self._context_window()
+        self.load_s = time.perf_counter() - started
+        self._torch = torch
+
+    def _apply_adapter(self, adapter: str, base: str):
+        from peft import PeftModel
+        from safetensors import SafetensorError
+
+        trained_on = adapter_base_model(adapter)
+        try:
+            return PeftModel.from_pretrained(self.model, adapter)
+        except (ValueError, RuntimeError, KeyError) as e:
+            hint = (f" (it was trained on {trained_on!r}, not {base!r})"
+                    if trained_on and trained_on != base else "")
+            raise GeneratorError(f"adapter {adapter!r} does not fit generator {base!r}"
+                                 f"{hint}: {str(e).splitlines()[0][:300]}") from None
+        except SafetensorError as e:
+            raise GeneratorError(f"adapter {adapter!r} is damaged: its weights cannot be "
+                                 f"read ({e})") from None
+        except OSError as e:
+            raise GeneratorError(_missing_model_message(adapter, "adapter", e)) from None
+
+    def _context_window(self) -> int:
+        cfg = self.model.config
+        window = getattr(cfg, "max_position_embeddings", None) or 2048
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if tok_max and tok_max < 1_000_000:        # tokenizers without a limit say 1e30
+            window = min(window, tok_max)
+        return int(window)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        """Generate after `prompt`; `on_text` receives the text as it streams."""
+        from transformers import TextIteratorStreamer
+
+        torch = self._torch
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(
+            self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        if prompt_len + max_new_tokens > self.context_window:
+            raise GeneratorError(f"prompt ({prompt_len} tokens) + max_new_tokens "
+                                 f"({max_new_tokens}) exceeds the context window "
+                                 f"({self.context_window})")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=True)
+        kwargs = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
+                      eos_token_id=self.tokenizer.eos_token_id,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        result: dict = {}
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    result["ids"] = self.model.generate(**kwargs)
+            except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = e
+                streamer.end()
+
+        started = time.perf_counter()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        first = None
+        pieces = []
+        for piece in streamer:
+            if piece and first is None:
+                first = (time.perf_counter() - started) * 1000
+            pieces.append(piece)
+            if on_text and piece:
+                on_text(piece)
+        thread.join()
+        if "error" in result:
+            raise GeneratorError(f"generation failed: {result['error']}")
+        elapsed = time.perf_counter() - started
+        new = result["ids"][0, prompt_len:].tolist()
+        eos = self.tokenizer.eos_token_id
+        stopped = bool(new) and new[-1] == eos
+        n = len(new)
+        return Generation("".join(pieces), n, first, n / elapsed if elapsed > 0 and n else None,
+                          stopped)

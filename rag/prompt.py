@@ -1,0 +1,112 @@
+"""The one prompt format, shared by answering (`rag ask`) and fine-tuning.
+
+An adapter must see at inference exactly the text layout it was trained on, so
+both sides build prompts only through this module; tests pin the exact text.
+
+Plain causal LMs such as OpenCALM get an instruction template in the style the seed
+experiment trained with (指示 / 入力 / 応答); models that ship a chat template get
+the same content as system + user messages through `apply_chat_template`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PROMPT_VERSION = 1
+
+PREAMBLE = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。"
+PREAMBLE_NO_INPUT = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。"
+
+INSTRUCTION_WITH_CONTEXT = (
+    "あなたは大学の規程に詳しい職員です。入力の規程の条文だけを根拠に、質問に日本語で簡潔に答えてください。"
+    "根拠にした条文を「（学則第42条）」のように文書名と条番号で示してください。"
+    "条文に答えがない場合は、「規程には定めが見当たりません」と答えてください。"
+)
+INSTRUCTION_NO_CONTEXT = "あなたは大学の規程に詳しい職員です。質問に日本語で簡潔に答えてください。"
+
+# What the system says when retrieval finds nothing relevant; also the target answer of
+# fine-tuning examples whose context lacks the answer.
+ABSTAIN_ANSWER = ("お尋ねの内容について、登録されている規程には定めが見当たりません。"
+                  "担当窓口に確認してください。")
+
+
+@dataclass(frozen=True)
+class ContextPassage:
+    """What the prompt shows of a passage: where it is from and its text."""
+    title: str       # document title, e.g. 東雲大学情報科学部学則
+    label: str       # 第42条（除籍）, or "" for prose
+    text: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    question: str
+    answer: str
+
+
+def format_context(passages: Sequence[ContextPassage]) -> str:
+    """Numbered passages: 「[1] 学則 第42条（除籍）」 then the article text."""
+    blocks = []
+    for i, p in enumerate(passages, start=1):
+        head = " ".join(x for x in (p.title, p.label) if x)
+        blocks.append(f"[{i}] {head}\n{p.text.strip()}")
+    return "\n\n".join(blocks)
+
+
+def format_question(question: str, history: Sequence[Turn] = ()) -> str:
+    """The user's question, after the earlier turns of a conversation (if any)."""
+    if not history:
+        return question.strip()
+    lines = ["これまでの会話:"]
+    for t in history:
+        lines += [f"質問: {t.question.strip()}", f"回答: {t.answer.strip()}"]
+    lines.append(f"今回の質問: {question.strip()}")
+    return "\n".join(lines)
+
+
+def build_prompt(question: str, passages: Sequence[ContextPassage] | None,
+                 history: Sequence[Turn] = ()) -> str:
+    """The instruction-template prompt, ending where the model's answer begins.
+
+    `passages=None` is the no-retrieval condition (the model alone); an empty list
+    still shows an (empty) context block, as retrieval found nothing.
+    """
+    q = format_question(question, history)
+    if passages is None:
+        return (f"{PREAMBLE_NO_INPUT}\n\n### 指示:\n{INSTRUCTION_NO_CONTEXT}\n\n"
+                f"質問: {q}\n\n### 応答:\n")
+    return (f"{PREAMBLE}\n\n### 指示:\n{INSTRUCTION_WITH_CONTEXT}\n\n"
+            f"### 入力:\n{format_context(passages)}\n\n質問: {q}\n\n### 応答:\n")
+
+
+def build_messages(question: str, passages: Sequence[ContextPassage] | None,
+                   history: Sequence[Turn] = ()) -> list[dict]:
+    """The same content as chat messages, for models that ship a chat template."""
+    if passages is None:
+        return [{"role": "system", "content": INSTRUCTION_NO_CONTEXT},
+                *_history_messages(history), {"role": "user", "content": question.strip()}]
+    user = f"規程の条文:\n{format_context(passages)}\n\n質問: {question.strip()}"
+    return [{"role": "system", "content": INSTRUCTION_WITH_CONTEXT},
+            *_history_messages(history), {"role": "user", "content": user}]
+
+
+def _history_messages(history: Sequence[Turn]) -> list[dict]:
+    out = []
+    for t in history:
+        out += [{"role": "user", "content": t.question}, {"role": "assistant", "content": t.answer}]
+    return out
+
+
+def render(tokenizer, question: str, passages: Sequence[ContextPassage] | None,
+           history: Sequence[Turn] = ()) -> str:
+    """The prompt text for this tokenizer: its chat template if it has one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(build_messages(question, passages, history),
+                                             tokenize=False, add_generation_prompt=True)
+    return build_prompt(question, passages, history)
+
+
+def training_text(prompt: str, answer: str, eos_token: str) -> tuple[str, str]:
+    """(prompt, completion) for fine-tuning: the loss falls on the completion only, and
+    the end-of-text token is part of it so the model learns to stop."""
+    return prompt, answer.strip() + eos_token

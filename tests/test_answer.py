@@ -1,0 +1,246 @@
+"""Answering: the pinned prompt, packing in generator tokens, cross-references,
+abstention, streaming, end-of-text, adapters, and the ask/chat commands."""
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from rag.answer import Answerer
+from rag.context import Source, cited_articles
+from rag.generate import Generator, GeneratorError, pick_device_dtype
+from rag.prompt import (ABSTAIN_ANSWER, ContextPassage, Turn, build_messages, build_prompt,
+                        render)
+from rag.retrieve import Retriever
+
+QUESTION = "半年で15単位しか取れませんでした。除籍されますか？"
+
+
+# --------------------------------------------------------------------------- prompt
+
+def test_prompt_text_is_pinned():
+    """Fine-tuning and answering share this exact layout; change it only on purpose."""
+    passages = [ContextPassage("東雲大学情報科学部学則", "第42条（除籍）", "第４２条　学長は、除籍する。"),
+                ContextPassage("履修規程", "第4条", "上限は24単位とする。\n")]
+    assert build_prompt("除籍されますか？", passages) == (
+        "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
+        "### 指示:\n"
+        "あなたは大学の規程に詳しい職員です。入力の規程の条文だけを根拠に、質問に日本語で簡潔に答えてください。"
+        "根拠にした条文を「（学則第42条）」のように文書名と条番号で示してください。"
+        "条文に答えがない場合は、「規程には定めが見当たりません」と答えてください。\n\n"
+        "### 入力:\n"
+        "[1] 東雲大学情報科学部学則 第42条（除籍）\n第４２条　学長は、除籍する。\n\n"
+        "[2] 履修規程 第4条\n上限は24単位とする。\n\n"
+        "質問: 除籍されますか？\n\n"
+        "### 応答:\n")
+    assert build_prompt("除籍されますか？", None) == (
+        "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。\n\n"
+        "### 指示:\nあなたは大学の規程に詳しい職員です。質問に日本語で簡潔に答えてください。\n\n"
+        "質問: 除籍されますか？\n\n### 応答:\n")
+    with_history = build_prompt("では休学中は？", [], [Turn("除籍の要件は？", "第42条です。")])
+    assert "これまでの会話:\n質問: 除籍の要件は？\n回答: 第42条です。\n今回の質問: では休学中は？" in with_history
+
+
+def test_chat_template_models_get_messages(tiny_generator):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_generator)
+    assert render(tok, "質問", []) == build_prompt("質問", [])     # no template: instruction
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+                         "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    text = render(tok, "除籍は？", [ContextPassage("学則", "第42条", "除籍する。")])
+    assert text.startswith("<system>") and text.endswith("<assistant>")
+    assert "[1] 学則 第42条\n除籍する。" in text
+    assert build_messages("q", None)[0]["role"] == "system"
+
+
+# --------------------------------------------------------------------------- packing
+
+@pytest.fixture(scope="module")
+def generator(tiny_generator):
+    return Generator(str(tiny_generator))
+
+
+@pytest.fixture(scope="module")
+def retriever(corpus_index):
+    return Retriever(corpus_index)
+
+
+def test_context_never_exceeds_the_window_and_passages_stay_whole(generator, retriever):
+    answerer = Answerer(generator, retriever, k=40, max_new_tokens=1500)   # 548 tokens left
+    hits = retriever.search(QUESTION, k=40)
+    prompt, chosen = answerer.build(QUESTION, [Source(h.passage, h.score) for h in hits])
+    assert generator.count_tokens(prompt) <= generator.context_window - 1500
+    assert 0 < len(chosen) < 40
+    for s in chosen:
+        assert s.passage.text.strip() in prompt
+    ranked = [h.passage.id for h in hits]
+    picked = [s.passage.id for s in chosen if s.via is None]
+    assert picked == [pid for pid in ranked if pid in picked]        # rank order kept
+
+
+def test_cross_references_are_followed(generator, retriever):
+    art42 = retriever.article("学則.txt", "第42条")
+    assert "第8条" in cited_articles(art42[0])
+    answerer = Answerer(generator, retriever, max_new_tokens=64)
+    _, chosen = answerer.build(QUESTION, [Source(art42[0], 1.0)])
+    added = {s.passage.article: s.via for s in chosen[1:]}
+    assert added.get("第8条") == "第42条"
+    no_follow = Answerer(generator, retriever, max_new_tokens=64, follow_references=False)
+    assert len(no_follow.build(QUESTION, [Source(art42[0], 1.0)])[1]) == 1
+
+
+def test_cited_articles_stay_in_the_document():
+    from ingest.passage import Passage
+    p = Passage("x", "懲戒規程.pdf", "懲戒規程", "", "第7条", "", "", 1,
+                "停学期間は、学則第８条に規定する在学期間に算入する。前条の規定を準用する。"
+                "第５条の２の場合を除く。")
+    assert cited_articles(p) == ["第5条の2", "第6条"]
+
+
+# --------------------------------------------------------------------------- answering
+
+def test_abstains_when_nothing_is_relevant(generator, retriever):
+    answerer = Answerer(generator, retriever, min_score=0.9999)
+    streamed = []
+    answer = answerer.ask("学食の営業時間は？", on_text=streamed.append)
+    assert answer.abstained and answer.text == ABSTAIN_ANSWER == "".join(streamed)
+    assert answer.sources and "first_token_ms" not in answer.timings   # nothing generated
+
+
+def test_no_retrieval_asks_the_model_alone(generator):
+    answer = Answerer(generator, None, max_new_tokens=8).ask(QUESTION, retrieval=False)
+    assert "### 入力" not in answer.prompt and answer.sources == []
+    assert not answer.abstained and answer.timings["generated_tokens"] == 8
+
+
+def test_streaming_gives_the_answer_piece_by_piece(generator, retriever):
+    pieces = []
+    answer = Answerer(generator, retriever, max_new_tokens=24).ask(QUESTION, on_text=pieces.append)
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == answer.text
+    assert answer.timings["first_token_ms"] > 0 and answer.timings["tokens_per_s"] > 0
+
+
+def test_greedy_decoding_is_reproducible(generator):
+    prompt = build_prompt(QUESTION, None)
+    a = generator.generate(prompt, max_new_tokens=12).text
+    assert a == generator.generate(prompt, max_new_tokens=12).text
+
+
+def test_generation_stops_at_end_of_text(tiny_generator, tmp_path):
+    """A model whose every next-token choice is <|endoftext|> stops at once."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator)
+    with torch.no_grad():
+        model.gpt_neox.final_layer_norm.weight.zero_()
+        model.gpt_neox.final_layer_norm.bias.fill_(1.0)
+        head = model.get_output_embeddings()
+        head.weight.zero_()
+        head.weight[0].fill_(1.0)                     # eos id 0
+    eos_model = tmp_path / "eos"
+    model.save_pretrained(eos_model)
+    shutil.copy(tiny_generator / "tokenizer.json", eos_model)
+    shutil.copy(tiny_generator / "tokenizer_config.json", eos_model)
+    gen = Generator(str(eos_model)).generate(build_prompt("質問", None), max_new_tokens=50)
+    assert gen.stopped_at_eos and gen.new_tokens == 1 and gen.text == ""
+
+
+def test_adapter_alone_loads_its_base_and_changes_the_output(generator, tiny_adapter,
+                                                             tiny_generator):
+    with_adapter = Generator(adapter=str(tiny_adapter))
+    assert with_adapter.name == str(tiny_generator)
+    prompt = build_prompt(QUESTION, None)
+    assert (with_adapter.generate(prompt, max_new_tokens=10).text
+            != generator.generate(prompt, max_new_tokens=10).text)
+
+
+def test_device_and_dtype_on_cpu():
+    import torch
+    assert pick_device_dtype("cpu") == ("cpu", torch.float32)
+    assert pick_device_dtype("cpu", "bf16") == ("cpu", torch.bfloat16)
+    with pytest.raises(GeneratorError):
+        pick_device_dtype("cpu", "int3")
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_missing_model_says_how_to_fetch_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(GeneratorError, match="rag models download"):
+        Generator("cyberagent/no-such-model-here")
+
+
+def test_corrupt_adapter(tiny_adapter, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_adapter, bad)
+    (bad / "adapter_model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(GeneratorError, match="is damaged"):
+        Generator(adapter=str(bad))
+    not_adapter = tmp_path / "empty"
+    not_adapter.mkdir()
+    with pytest.raises(GeneratorError, match="not a PEFT adapter"):
+        Generator(adapter=str(not_adapter))
+
+
+def test_adapter_for_another_base_model(tiny_generator, tmp_path):
+    from conftest import corpus_texts
+    from tiny_models import build_tiny_gpt_neox, make_lora_adapter
+    other = build_tiny_gpt_neox(tmp_path / "wide", corpus_texts(), hidden_size=32)
+    adapter = make_lora_adapter(other, tmp_path / "lora")
+    with pytest.raises(GeneratorError, match="does not fit"):
+        Generator(str(tiny_generator), adapter=str(adapter))
+
+
+# --------------------------------------------------------------------------- commands
+
+def _run(*args, input=None):
+    from rag.cli import cli
+    return CliRunner().invoke(cli, list(map(str, args)), obj={}, input=input)
+
+
+def test_ask_json_contract(corpus_index, tiny_generator):
+    r = _run("ask", QUESTION, "--index", corpus_index, "--model", tiny_generator,
+             "--max-new-tokens", 8, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert {"question", "answer", "abstained", "sources", "timings", "model"} <= set(out)
+    assert out["sources"] and {"n", "source", "article", "score"} <= set(out["sources"][0])
+    assert {"retrieval_ms", "model_load_s", "first_token_ms", "tokens_per_s"} <= set(out["timings"])
+
+
+def test_ask_streams_then_lists_its_grounds(corpus_index, tiny_generator, tiny_adapter):
+    r = _run("ask", QUESTION, "--index", corpus_index, "--adapter", tiny_adapter,
+             "--max-new-tokens", 8)
+    assert r.exit_code == 0, r.output
+    assert "根拠:" in r.output and "[1] " in r.output and ".txt" in r.output
+    r = _run("ask", QUESTION, "--index", corpus_index, "--model", tiny_generator,
+             "--max-new-tokens", 8, "--min-score", "0.9999")
+    assert ABSTAIN_ANSWER in r.output and "近い条文:" in r.output
+
+
+def test_ask_errors(tmp_path, tiny_generator, corpus_index):
+    r = _run("ask", QUESTION, "--index", tmp_path / "none", "--model", tiny_generator)
+    assert r.exit_code == 1 and "run `rag ingest` first" in r.output
+    r = _run("ask", QUESTION, "--index", corpus_index, "--model", tmp_path / "nothing-here")
+    assert r.exit_code == 1 and "cannot load generator" in r.output
+
+
+def test_chat_follow_up_is_retrieved_with_the_conversation(corpus_index, tiny_generator,
+                                                          generator, retriever):
+    answerer = Answerer(generator, retriever)
+    alone, _, _ = answerer.retrieve("では休学中はどうなりますか？")
+    followed, _, _ = answerer.retrieve("では休学中はどうなりますか？",
+                                       [Turn("授業料はいつまでに払いますか？", "…")])
+    assert [s.passage.id for s in alone] != [s.passage.id for s in followed]
+    r = _run("chat", "--index", corpus_index, "--model", tiny_generator, "--max-new-tokens", 6,
+             input="除籍の要件は？\n/sources\nでは休学中は？\n/reset\n/quit\n")
+    assert r.exit_code == 0, r.output
+    assert "根拠:" in r.output and "会話を消去しました。" in r.output
+
+
+def test_history_is_bounded_by_the_window(generator, retriever):
+    answerer = Answerer(generator, retriever, max_new_tokens=64)
+    long = [Turn("除籍の要件は？" * 20, "第42条です。" * 20) for _ in range(30)]
+    kept = answerer.fit_history("では休学中は？", long)
+    assert 0 < len(kept) < 30 and kept == long[-len(kept):]
