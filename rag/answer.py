@@ -73,8 +73,7 @@ class Answerer:
             prompt = render(tok, question, [s.context() for s in chosen], history)
             return self.generator.count_tokens(prompt) <= self.budget()
 
-        lookup = self.retriever.article if self.retriever else (lambda s, a: [])
-        chosen = pack(sources, fits, lookup, self.follow_references)
+        chosen = pack(sources, fits, self.retriever, self.follow_references)
         prompt = render(tok, question, [s.context() for s in chosen], history)
         if self.generator.count_tokens(prompt) > self.budget():
             raise ValueError(f"the question and conversation alone exceed the model's window "
@@ -94,15 +93,12 @@ class Answerer:
         return [Source(h.passage, h.score) for h in hits], ms, hits
 
     def is_relevant(self, hits) -> bool:
-        """False when nothing retrieved is close enough to the question to answer from:
-        the best dense similarity (or BM25 score in bm25 mode) under `min_score`."""
+        """False when nothing was retrieved, or the best dense similarity is under
+        `min_score` (in bm25 mode there is no similarity: only "nothing" abstains)."""
         if not hits:
             return False
-        if self.min_score is None:
-            return True
-        best = max((h.dense_score if h.dense_score is not None else h.bm25_score or 0.0)
-                   for h in hits)
-        return best >= self.min_score
+        scores = [h.dense_score for h in hits if h.dense_score is not None]
+        return self.min_score is None or not scores or max(scores) >= self.min_score
 
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
             on_text: Callable[[str], None] | None = None) -> Answer:
@@ -121,6 +117,10 @@ class Answerer:
         started = time.perf_counter()
         prompt, chosen = self.build(question, sources, history)
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
+        if retrieval and not chosen:        # nothing fits the window: do not answer blind
+            if on_text:
+                on_text(ABSTAIN_ANSWER)
+            return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
         gen = self.generator.generate(prompt, max_new_tokens=self.max_new_tokens,
                                       temperature=self.temperature, on_text=on_text)
         timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,

@@ -275,37 +275,57 @@ def _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_token
     from ingest.embedder import EmbedderError
 
     from .answer import Answerer
-    from .generate import Generator, GeneratorError
+    from .generate import Generator, GeneratorError, base_model_for
     from .retrieve import EmbedderMismatch, Retriever
+    from .thesaurus import ThesaurusError
 
-    adapter = None if no_adapter else (adapter or _configured_adapter(cfg))
-    trust = cfg.trust_remote_code if trust_remote_code is None else trust_remote_code
+    trust = cfg.gen_trust_remote_code if trust_remote_code is None else trust_remote_code
     retriever = None
     try:
+        if no_adapter:
+            adapter = None
+        elif adapter is None:
+            adapter = _configured_adapter(cfg, log)
+        # --adapter alone: the model the adapter was trained on; otherwise the configured one.
+        if model is None:
+            model = base_model_for(adapter, cfg.model) if adapter else cfg.model
         if retrieval:
-            retriever = Retriever(index_dir or Path(cfg.index), device=device or cfg.device,
-                                  trust_remote_code=trust, thesaurus=cfg.thesaurus)
+            retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
+                                  trust_remote_code=cfg.trust_remote_code,
+                                  thesaurus=cfg.thesaurus)
             retriever.warm(mode or cfg.mode)
-        log(f"loading {model or (adapter and 'the adapter base') or cfg.model}"
-            + (f" + adapter {adapter}" if adapter else ""))
-        generator = Generator(model or (None if adapter else cfg.model), adapter=adapter,
-                              device=device or cfg.device, dtype=dtype or cfg.dtype,
-                              trust_remote_code=trust,
+        log(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
+        generator = Generator(model, adapter=adapter, device=device or cfg.gen_device,
+                              dtype=dtype or cfg.dtype, trust_remote_code=trust,
                               allow_pickle=cfg.allow_pickle if allow_pickle is None else allow_pickle)
-    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, GeneratorError) as e:
+    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, GeneratorError,
+            ThesaurusError) as e:
         raise click.ClickException(str(e)) from None
+    new_tokens = max_new_tokens or cfg.max_new_tokens
+    if new_tokens >= generator.context_window // 2:
+        raise click.ClickException(
+            f"--max-new-tokens {new_tokens} leaves too little of {generator.name}'s "
+            f"{generator.context_window}-token window for the question and its context")
     return Answerer(generator, retriever, k=k or cfg.k, mode=mode or cfg.mode,
                     min_score=cfg.min_score if min_score is None else min_score,
-                    max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+                    max_new_tokens=new_tokens,
                     temperature=cfg.temperature if temperature is None else temperature)
 
 
-def _configured_adapter(cfg) -> str | None:
-    """The configured adapter, when it is present (a Hub id is taken as present)."""
+def _configured_adapter(cfg, log) -> str | None:
+    """The configured adapter when it is present: a local directory, or a Hub id that is
+    in the local cache or fetchable. A path that does not exist (yet) is skipped."""
     if not cfg.adapter:
         return None
-    looks_local = cfg.adapter.startswith((".", "/", "~")) or Path(cfg.adapter).exists()
-    return cfg.adapter if (not looks_local or Path(cfg.adapter).expanduser().exists()) else None
+    if Path(cfg.adapter).expanduser().exists():
+        return str(Path(cfg.adapter).expanduser())
+    from .generate import GeneratorError, adapter_base_model
+    try:
+        adapter_base_model(cfg.adapter)
+    except GeneratorError:
+        log(f"configured adapter {cfg.adapter} not found; answering without it")
+        return None
+    return cfg.adapter
 
 
 def _print_sources(answer) -> None:
@@ -431,6 +451,9 @@ def chat(ctx, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens, te
         except (GeneratorError, ValueError) as e:
             click.echo(click.style(f"Error: {e}", fg="red"), err=True)
             continue
+        except KeyboardInterrupt:            # stop this answer, keep the conversation
+            click.echo(click.style("\n(中断しました)", dim=True))
+            continue
         click.echo()
         history.append(Turn(line, last.text))
 
@@ -457,20 +480,31 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
 
     from ingest.embedder import DEFAULT_EMBEDDER
 
+    from .generate import adapter_base_model
+
     cfg = _config(ctx)
-    wanted = {"model": model or cfg.model, "adapter": adapter or cfg.adapter,
-              "embedder": embedder or cfg.embedder or DEFAULT_EMBEDDER}
-    fetched = {}
-    for kind, name in wanted.items():
-        if not name or (only and kind not in only) or Path(name).exists():
+    wanted = [("model", model or cfg.model), ("adapter", adapter or cfg.adapter),
+              ("embedder", embedder or cfg.embedder or DEFAULT_EMBEDDER)]
+    # Weights as safetensors; pickled .bin only where allowed (OpenCALM ships only those);
+    # chat templates; model code only when remote code is trusted.
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja",
+                "*/*.json", "*/*.safetensors"]
+    patterns += ["*.bin"] if cfg.allow_pickle else []
+    patterns += ["*.py"] if cfg.gen_trust_remote_code or cfg.trust_remote_code else []
+    fetched: dict[str, str] = {}
+    while wanted:
+        kind, name = wanted.pop(0)
+        if not name or (only and kind not in only) or Path(name).exists() or name in fetched:
             continue
         click.echo(f"fetching {kind} {name} …", err=True)
         try:
-            fetched[name] = snapshot_download(
-                name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                      "*.tiktoken", "1_Pooling/*", "2_Normalize/*"])
+            fetched[name] = snapshot_download(name, allow_patterns=patterns)
         except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors alike
             raise click.ClickException(f"cannot fetch {kind} {name!r}: {e}") from None
+        if kind == "adapter":        # and the model it was trained on
+            base = adapter_base_model(fetched[name])
+            if base and not Path(base).exists():
+                wanted.append(("model", base))
     if as_json:
         _echo_json(fetched)
     else:

@@ -41,10 +41,15 @@ class Config:
     dtype: str = "auto"                    # auto | bf16 | fp16 | fp32
     allow_pickle: bool = False             # load .bin weights (torch.load, weights only)
     min_score: float | None = None         # abstain below this best dense similarity
+    gen_device: str | None = None          # [generate] device (the embedder has its own)
+    gen_trust_remote_code: bool = False    # [generate] trust_remote_code
     source: str = "defaults"               # where the file settings came from, for --help/debug
 
 
-# section -> keys allowed in it; keys at the top level are allowed too.
+# section -> keys allowed in it; keys at the top level are allowed too. Keys that mean
+# different things per section map to their own settings.
+RENAMED = {("generate", "device"): "gen_device",
+           ("generate", "trust_remote_code"): "gen_trust_remote_code"}
 SECTIONS = {
     "index": {"index"},
     "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
@@ -90,7 +95,7 @@ def _apply_file(cfg: Config, file: Path) -> None:
                 if sub not in SECTIONS[key]:
                     raise ConfigError(f"{file}: unknown key {sub!r} in [{key}] "
                                       f"(known: {', '.join(sorted(SECTIONS[key]))})")
-                _set(cfg, sub, v, f"{file}: [{key}] {sub}")
+                _set(cfg, RENAMED.get((key, sub), sub), v, f"{file}: [{key}] {sub}")
         elif key in known:
             _set(cfg, key, value, f"{file}: {key}")
         else:
@@ -101,7 +106,7 @@ def _apply_file(cfg: Config, file: Path) -> None:
 
 _INTS = {"k", "batch_size", "max_tokens", "max_new_tokens"}
 _FLOATS = {"temperature", "min_score"}
-_BOOLS = {"trust_remote_code", "allow_pickle"}
+_BOOLS = {"trust_remote_code", "allow_pickle", "gen_trust_remote_code"}
 
 
 def _set(cfg: Config, key: str, value, where: str) -> None:

@@ -1,25 +1,37 @@
 """Choose the passages a prompt carries, counted in the generator's tokens.
 
 Passages go in rank order while the whole rendered prompt, plus room for the
-answer, fits the model's window; a passage is never cut. Then articles the packed
-ones cite in the same document (「第8条に規定する」, 「前条」) are added while they fit,
-marked with the article that cited them.
+answer, fits the model's window; a passage is never cut. Then the articles they
+cite (「第8条に規定する」, 「前条」, 「学則第8条」) are added while they fit, marked in
+the prompt and the sources with the article that cited them.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ingest.japanese import NUMBER, article_label, nfkc, parse_number
 from ingest.passage import Passage
 
 from .prompt import ContextPassage
 
-# 第8条 / 第15条の2, unless it names another regulation (学則第8条, 規程第3条 …).
-_REF = re.compile(rf"(?<![則程法令律せ])第({NUMBER})条(?:の({NUMBER}))?")
-_PREV_NEXT = re.compile(r"(前|次)条")
-_LABEL = re.compile(r"^(附則)?第(\d+)条(?:の(\d+))?$")
+_REF = re.compile(rf"(附則)?第({NUMBER})条(?:の({NUMBER}))?")
+_NEIGHBOUR = re.compile(r"(前|次)条")
+_OWN_HEAD = re.compile(rf"(?m)^\s*第(?:{NUMBER})条(?:の(?:{NUMBER}))?")
+# What may stand between two references that share a regulation: 「学則第8条又は第9条」.
+_CONNECTOR = re.compile(r"^(?:第[0-9]+(?:項|号)|[、,]|又は|若しくは|及び|並びに|から|まで|ないし)*$")
+# 「学則（以下「学則」という。）第22条」: the abbreviation defined just before the reference.
+_DEFINED = re.compile(r"以下「([^」]+)」という。?\)$")
+# A regulation's name written right before 第N条: a run of kanji/katakana (学則, 履修規程).
+_NAME = re.compile(r"([\u4e00-\u9fff\u30a0-\u30ff々]+)$")
+
+
+class Corpus(Protocol):
+    def article(self, source: str, article: str) -> list[Passage]: ...
+    def adjacent_article(self, source: str, article: str, offset: int) -> str | None: ...
+    def resolve_document(self, name: str, current: str) -> str | None: ...
 
 
 @dataclass
@@ -29,47 +41,69 @@ class Source:
     via: str | None = None          # the article that cited it, for cross-references
 
     def context(self) -> ContextPassage:
-        return ContextPassage(self.passage.title, self.passage.label, self.passage.text)
+        label = self.passage.label + (f"（{self.via}から参照）" if self.via else "")
+        return ContextPassage(self.passage.title, label, self.passage.text)
 
 
-def cited_articles(passage: Passage) -> list[str]:
-    """Labels of the articles of the same document that `passage` refers to."""
-    text = nfkc(passage.text)
-    own = _LABEL.match(passage.article)
-    prefix = "附則" if passage.article.startswith("附則") else ""
-    out: list[str] = []
+def cited_articles(passage: Passage, corpus: Corpus) -> list[tuple[str, str]]:
+    """(source, article) of every article `passage` refers to, in order of mention."""
+    # The article's own heading (第42条 at a line start) is not a reference; PDF lines
+    # may break inside one (「学則第」/「５条に規定する」), so the rest is joined.
+    text = _OWN_HEAD.sub("", nfkc(passage.text)).replace("\n", "")
+    out: list[tuple[str, str]] = []
+    prev_end, prev_doc = None, None
     for m in _REF.finditer(text):
-        label = prefix + article_label(parse_number(m.group(1)),
-                                       parse_number(m.group(2)) if m.group(2) else None)
-        if label != passage.article and label not in out:
-            out.append(label)
-    if own and not own.group(3):           # 前条/次条 of a plain 第N条
-        n = int(own.group(2))
-        for m in _PREV_NEXT.finditer(text):
-            label = prefix + article_label(n - 1 if m.group(1) == "前" else n + 1)
-            if n - 1 >= 1 and label not in out:
-                out.append(label)
+        before = text[:m.start()]
+        name = None if m.group(1) else _regulation_name(before)
+        if name:
+            doc = corpus.resolve_document(name, passage.source)
+        elif prev_end is not None and _CONNECTOR.match(text[prev_end:m.start()]):
+            doc = prev_doc                  # 「…第8条又は第9条」: the same regulation
+        else:
+            doc = passage.source
+        prev_end, prev_doc = m.end(), doc
+        if doc is None:                      # a law or a regulation not in the index
+            continue
+        # In 附則, a bare 第N条 means the main provisions; 附則第N条 says so itself.
+        label = ("附則" if m.group(1) else "") + article_label(
+            parse_number(m.group(2)), parse_number(m.group(3)) if m.group(3) else None)
+        target = (doc, label)
+        if target != (passage.source, passage.article) and target not in out:
+            out.append(target)
+    for m in _NEIGHBOUR.finditer(text):
+        label = corpus.adjacent_article(passage.source, passage.article,
+                                        -1 if m.group(1) == "前" else 1)
+        if label and (passage.source, label) not in out:
+            out.append((passage.source, label))
     return out
 
 
+def _regulation_name(before: str) -> str | None:
+    if (d := _DEFINED.search(before)) is not None:
+        return d.group(1)
+    m = _NAME.search(before)
+    return m.group(1) if m else None
+
+
 def pack(candidates: list[Source], fits: Callable[[list[Source]], bool],
-         lookup: Callable[[str, str], list[Passage]], follow_references: bool = True
-         ) -> list[Source]:
+         corpus: Corpus | None, follow_references: bool = True) -> list[Source]:
     """Sources in rank order while `fits(sources)`; then cited articles while they fit."""
     chosen: list[Source] = []
     for src in candidates:
         if fits(chosen + [src]):
             chosen.append(src)
-    if not follow_references:
+    if not follow_references or corpus is None:
         return chosen
     have = {s.passage.id for s in chosen}
     for src in list(chosen):
-        for label in cited_articles(src.passage):
-            parts = [p for p in lookup(src.passage.source, label) if p.id not in have]
+        p = src.passage
+        for source, label in cited_articles(p, corpus):
+            parts = [q for q in corpus.article(source, label) if q.id not in have]
             if not parts:
                 continue
-            extra = [Source(p, None, src.passage.article) for p in parts]
+            via = p.article if source == p.source else f"{p.title}{p.article}"
+            extra = [Source(q, None, via) for q in parts]
             if fits(chosen + extra):
                 chosen.extend(extra)
-                have.update(p.id for p in parts)
+                have.update(q.id for q in parts)
     return chosen

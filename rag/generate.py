@@ -45,7 +45,10 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None):
             device = "cpu"
     if dtype is None or dtype == "auto":
         if device.startswith("cuda"):
-            resolved = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Ampere and newer compute in bf16; V100 (7.0) would only emulate it slowly.
+            index = torch.device(device).index
+            major, _ = torch.cuda.get_device_capability(index if index is not None else 0)
+            resolved = torch.bfloat16 if major >= 8 else torch.float16
         elif device == "mps":
             resolved = torch.float16
         else:
@@ -60,14 +63,33 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None):
 
 
 def adapter_base_model(adapter: str | Path) -> str | None:
-    """The base model an adapter was trained on, from its adapter_config.json."""
+    """The base model an adapter was trained on, from its adapter_config.json (a local
+    directory, or a Hub id through PEFT)."""
     cfg = Path(adapter) / "adapter_config.json"
-    if not cfg.is_file():
-        return None
+    if cfg.is_file():
+        try:
+            return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError) as e:
+            raise GeneratorError(f"{cfg}: cannot read the adapter config ({e})") from None
+    if Path(adapter).exists():
+        raise GeneratorError(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
     try:
-        return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError) as e:
-        raise GeneratorError(f"{cfg}: cannot read the adapter config ({e})") from None
+        from peft import PeftConfig
+        return PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    except Exception as e:  # noqa: BLE001 - not cached / not on the Hub / not an adapter
+        raise GeneratorError(_missing_model_message(str(adapter), "adapter", e)) from None
+
+
+def base_model_for(adapter: str, configured: str | None) -> str:
+    """The model to put an adapter on when none is named: the one it was trained on,
+    unless that was a local path that does not exist here (trained on another machine)."""
+    recorded = adapter_base_model(adapter)
+    if not recorded:
+        return configured or DEFAULT_GENERATOR
+    looks_local = recorded.startswith(("/", ".", "~")) or recorded.count("/") > 1
+    if looks_local and not Path(recorded).expanduser().exists():
+        return configured or DEFAULT_GENERATOR
+    return recorded
 
 
 def _missing_model_message(name: str, what: str, error: Exception) -> str:
@@ -85,16 +107,25 @@ class Generator:
                  device: str | None = None, dtype: str | None = None,
                  trust_remote_code: bool = False, allow_pickle: bool = False):
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         started = time.perf_counter()
-        base = model or (adapter_base_model(adapter) if adapter else None) or DEFAULT_GENERATOR
-        if adapter and not Path(adapter, "adapter_config.json").is_file() and Path(adapter).exists():
-            raise GeneratorError(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
+        if adapter:       # checked before any weights are loaded
+            base = model or base_model_for(adapter, None)
+            if not allow_pickle and Path(adapter).is_dir() and not Path(
+                    adapter, "adapter_model.safetensors").is_file():
+                raise GeneratorError(f"{adapter}: no adapter_model.safetensors (pickled "
+                                     "adapters load only with --allow-pickle)")
+        else:
+            base = model or DEFAULT_GENERATOR
         self.name, self.adapter = base, adapter
-        self.device, self.dtype = pick_device_dtype(device, dtype)
+        try:
+            self.device, self.dtype = pick_device_dtype(device, dtype)
+        except (RuntimeError, AssertionError) as e:
+            raise GeneratorError(f"cannot use device {device!r}: {e}") from None
         # Prefer the adapter's tokenizer: fine-tuning saves the one it trained with.
         tok_source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
         try:
@@ -110,15 +141,24 @@ class Generator:
                     "--allow-pickle (or allow_pickle = true in rag.toml) to load them if "
                     "you trust the source") from None
             raise GeneratorError(_missing_model_message(base, "generator", e)) from None
-        except ValueError as e:
-            raise GeneratorError(f"cannot load generator {base!r}: {e}") from None
+        except (ValueError, RuntimeError, EOFError, SafetensorError) as e:
+            raise GeneratorError(f"cannot load generator {base!r}: its files are damaged or "
+                                 f"not a causal language model ({str(e)[:300]})") from None
         if adapter:
             self.model = self._apply_adapter(adapter, base)
-        self.model.to(self.device)
+        try:
+            self.model.to(self.device)
+        except (RuntimeError, AssertionError) as e:
+            raise GeneratorError(f"cannot use device {self.device!r}: {e}") from None
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.context_window = self._context_window()
+        # End-of-text, plus the end-of-turn tokens chat models list in generation_config.
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        configured = configured if isinstance(configured, list) else [configured]
+        self.stop_ids = sorted({i for i in [*configured, self.tokenizer.eos_token_id]
+                                if i is not None})
         self.load_s = time.perf_counter() - started
         self._torch = torch
 
@@ -167,8 +207,7 @@ class Generator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=True)
         kwargs = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-                      eos_token_id=self.tokenizer.eos_token_id,
-                      pad_token_id=self.tokenizer.pad_token_id)
+                      eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
         else:
@@ -199,8 +238,7 @@ class Generator:
             raise GeneratorError(f"generation failed: {result['error']}")
         elapsed = time.perf_counter() - started
         new = result["ids"][0, prompt_len:].tolist()
-        eos = self.tokenizer.eos_token_id
-        stopped = bool(new) and new[-1] == eos
+        stopped = bool(new) and new[-1] in self.stop_ids
         n = len(new)
         return Generation("".join(pieces), n, first, n / elapsed if elapsed > 0 and n else None,
                           stopped)

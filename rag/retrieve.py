@@ -110,21 +110,57 @@ class Retriever:
                 ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]])
             cos = dict(dense[qi]) if dense else {}
             bm = dict(sparse[qi]) if sparse else {}
+            top = ranked[:k]
+            if dense:     # a hit found by BM25 alone still gets its similarity (abstention)
+                missing = [i for i, _ in top if i not in cos]
+                if missing:
+                    vecs = np.stack([self.index.dense.reconstruct(i) for i in missing])
+                    cos.update(zip(missing, (vecs @ self._query_vectors[qi]).tolist()))
             out.append([Hit(r + 1, s, self.passages[i], cos.get(i), bm.get(i))
-                        for r, (i, s) in enumerate(ranked[:k])])
+                        for r, (i, s) in enumerate(top)])
         return out
+
+    # ------------------------------------------------------------ the corpus, for context
 
     def article(self, source: str, article: str) -> list[Passage]:
         """All passages (項-split parts in order) of one article of one document."""
+        return self._article_index()[0].get((source, article), [])
+
+    def adjacent_article(self, source: str, article: str, offset: int) -> str | None:
+        """The article before (-1) or after (+1) in document order: 前条 of 第16条 is
+        第15条の2 when that exists."""
+        order = self._article_index()[1].get(source, [])
+        if article not in order:
+            return None
+        i = order.index(article) + offset
+        return order[i] if 0 <= i < len(order) else None
+
+    def resolve_document(self, name: str, current: str) -> str | None:
+        """The document a regulation name (学則, 履修規程) refers to: the current one if
+        its title ends with the name, else the one document whose title does."""
+        titles = self._article_index()[2]
+        if titles.get(current, "").endswith(name):
+            return current
+        matches = [s for s, t in titles.items() if t.endswith(name)]
+        return matches[0] if len(matches) == 1 else None
+
+    def _article_index(self):
         if not hasattr(self, "_articles"):
-            self._articles: dict[tuple[str, str], list[Passage]] = {}
+            articles: dict[tuple[str, str], list[Passage]] = {}
+            order: dict[str, list[str]] = {}
+            titles: dict[str, str] = {}
             for p in self.passages:
-                self._articles.setdefault((p.source, p.article), []).append(p)
-        return self._articles.get((source, article), [])
+                articles.setdefault((p.source, p.article), []).append(p)
+                titles.setdefault(p.source, p.title)
+                if "条" in p.article and p.article not in order.setdefault(p.source, []):
+                    order[p.source].append(p.article)
+            self._articles = (articles, order, titles)
+        return self._articles
 
     def _dense(self, queries: list[str], depth: int) -> list[list[tuple[int, float]]]:
         t0 = time.perf_counter()
         vecs = self.embedder.embed_queries(queries)
+        self._query_vectors = vecs
         t1 = time.perf_counter()
         scores, ids = self.index.dense.search(vecs, depth)
         self.timings["embed_ms"] = (t1 - t0) * 1000

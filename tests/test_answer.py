@@ -80,21 +80,57 @@ def test_context_never_exceeds_the_window_and_passages_stay_whole(generator, ret
 
 def test_cross_references_are_followed(generator, retriever):
     art42 = retriever.article("学則.txt", "第42条")
-    assert "第8条" in cited_articles(art42[0])
+    assert ("学則.txt", "第8条") in cited_articles(art42[0], retriever)
     answerer = Answerer(generator, retriever, max_new_tokens=64)
-    _, chosen = answerer.build(QUESTION, [Source(art42[0], 1.0)])
+    prompt, chosen = answerer.build(QUESTION, [Source(art42[0], 1.0)])
     added = {s.passage.article: s.via for s in chosen[1:]}
     assert added.get("第8条") == "第42条"
+    assert "第8条（在学期間）（第42条から参照）" in prompt
     no_follow = Answerer(generator, retriever, max_new_tokens=64, follow_references=False)
     assert len(no_follow.build(QUESTION, [Source(art42[0], 1.0)])[1]) == 1
 
 
-def test_cited_articles_stay_in_the_document():
+class _Corpus:
+    """Three regulations, as the retriever describes them."""
+    titles = {"懲戒規程.pdf": "東雲大学学生懲戒規程", "学則.txt": "東雲大学情報科学部学則",
+              "細則.md": "試験細則", "履修規程.txt": "東雲大学履修規程"}
+    order = ["第5条", "第5条の2", "第6条", "第7条", "第8条"]
+
+    def article(self, source, article):
+        return []
+
+    def adjacent_article(self, source, article, offset):
+        i = self.order.index(article) + offset if article in self.order else -1
+        return self.order[i] if 0 <= i < len(self.order) else None
+
+    def resolve_document(self, name, current):
+        if self.titles[current].endswith(name):
+            return current
+        hits = [s for s, t in self.titles.items() if t.endswith(name)]
+        return hits[0] if len(hits) == 1 else None
+
+
+def _passage(source, article, text):
     from ingest.passage import Passage
-    p = Passage("x", "懲戒規程.pdf", "懲戒規程", "", "第7条", "", "", 1,
-                "停学期間は、学則第８条に規定する在学期間に算入する。前条の規定を準用する。"
-                "第５条の２の場合を除く。")
-    assert cited_articles(p) == ["第5条の2", "第6条"]
+    return Passage("x", source, _Corpus.titles[source], "", article, "", "", None, text)
+
+
+def test_cited_articles_resolve_the_regulation_they_name():
+    corpus = _Corpus()
+    p = _passage("懲戒規程.pdf", "第7条",
+                 "第７条　停学期間は、学則第８条に規定する在学期間に算入する。\n"
+                 "２　前条の規定は、第５条の２の場合に準用する。履修規程第８条又は第９条、"
+                 "道路交通法第３条を参照する。学則第\n５条に規定する修業年限")
+    assert cited_articles(p, corpus) == [
+        ("学則.txt", "第8条"), ("懲戒規程.pdf", "第5条の2"), ("履修規程.txt", "第8条"),
+        ("履修規程.txt", "第9条"), ("学則.txt", "第5条"), ("懲戒規程.pdf", "第6条")]
+    defined = _passage("細則.md", "第1条", "第１条　東雲大学情報科学部学則（以下「学則」という。）"
+                       "第２２条の規定に基づき定める。")
+    assert cited_articles(defined, corpus) == [("学則.txt", "第22条")]
+    branch = _passage("懲戒規程.pdf", "第5条の2", "第５条の２　前条及び次条の規定による。")
+    assert cited_articles(branch, corpus) == [("懲戒規程.pdf", "第5条"), ("懲戒規程.pdf", "第6条")]
+    supplement = _passage("学則.txt", "附則第2条", "第２条　改正前の第４２条の規定は、附則第１条による。")
+    assert cited_articles(supplement, corpus) == [("学則.txt", "第42条"), ("学則.txt", "附則第1条")]
 
 
 # --------------------------------------------------------------------------- answering
@@ -105,6 +141,23 @@ def test_abstains_when_nothing_is_relevant(generator, retriever):
     answer = answerer.ask("学食の営業時間は？", on_text=streamed.append)
     assert answer.abstained and answer.text == ABSTAIN_ANSWER == "".join(streamed)
     assert answer.sources and "first_token_ms" not in answer.timings   # nothing generated
+
+
+def test_abstention_compares_similarities_even_for_bm25_only_hits(generator, retriever):
+    hits = retriever.search("除籍", k=5, mode="hybrid")
+    assert all(h.dense_score is not None for h in hits)
+    best = max(h.dense_score for h in hits)
+    assert not Answerer(generator, retriever, min_score=best + 1e-6).is_relevant(hits)
+    assert Answerer(generator, retriever, min_score=best - 1e-6).is_relevant(hits)
+    bm25 = retriever.search("除籍", k=5, mode="bm25")
+    assert Answerer(generator, retriever, min_score=0.99).is_relevant(bm25)   # no similarity
+
+
+def test_abstains_when_no_passage_fits_the_window(generator, retriever):
+    empty = generator.count_tokens(render(generator.tokenizer, QUESTION, []))
+    room = generator.context_window - empty - 5           # the template fits, no article does
+    answer = Answerer(generator, retriever, max_new_tokens=room).ask(QUESTION)
+    assert answer.abstained and answer.text == ABSTAIN_ANSWER and answer.sources
 
 
 def test_no_retrieval_asks_the_model_alone(generator):
@@ -224,6 +277,31 @@ def test_ask_errors(tmp_path, tiny_generator, corpus_index):
     assert r.exit_code == 1 and "run `rag ingest` first" in r.output
     r = _run("ask", QUESTION, "--index", corpus_index, "--model", tmp_path / "nothing-here")
     assert r.exit_code == 1 and "cannot load generator" in r.output
+    r = _run("ask", QUESTION, "--index", corpus_index, "--model", tiny_generator,
+             "--max-new-tokens", 1500)
+    assert r.exit_code == 1 and "leaves too little" in r.output
+    r = _run("ask", QUESTION, "--no-retrieval", "--model", tiny_generator, "--device", "gpu")
+    assert r.exit_code == 1 and "cannot use device" in r.output
+
+
+def test_adapter_trained_elsewhere_goes_on_the_configured_model(tiny_adapter, tiny_generator,
+                                                                tmp_path, corpus_index):
+    moved = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, moved)
+    cfg = json.loads((moved / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/home/trainer/models/open-calm-3b"   # the GPU server
+    (moved / "adapter_config.json").write_text(json.dumps(cfg))
+    conf = tmp_path / "rag.toml"
+    conf.write_text(f'[generate]\nmodel = "{tiny_generator}"\nadapter = "{moved}"\n')
+    r = _run("--config", conf, "ask", QUESTION, "--index", corpus_index,
+             "--max-new-tokens", 4, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["model"] == str(tiny_generator) and out["adapter"] == str(moved)
+    conf.write_text(f'[generate]\nmodel = "{tiny_generator}"\nadapter = "adapters/not-yet"\n')
+    r = _run("--config", conf, "ask", QUESTION, "--index", corpus_index,
+             "--max-new-tokens", 4, "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["adapter"] is None
 
 
 def test_chat_follow_up_is_retrieved_with_the_conversation(corpus_index, tiny_generator,
