@@ -100,6 +100,17 @@ class Answerer:
         scores = [h.dense_score for h in hits if h.dense_score is not None]
         return self.min_score is None or not scores or max(scores) >= self.min_score
 
+    def prepare(self, question: str, hits=None, *, retrieval: bool = True):
+        """(prompt, sources, abstained) for one question whose hits are already retrieved
+        (batch evaluation retrieves many questions at once)."""
+        if not retrieval:
+            return self.build(question, None)[0], [], False
+        sources = [Source(h.passage, h.score) for h in hits]
+        if not self.is_relevant(hits):
+            return "", sources, True
+        prompt, chosen = self.build(question, sources)
+        return (prompt, chosen, False) if chosen else ("", sources, True)
+
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
             on_text: Callable[[str], None] | None = None) -> Answer:
         timings: dict = {"model_load_s": self.generator.load_s}

@@ -458,6 +458,132 @@ def chat(ctx, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens, te
         history.append(Turn(line, last.text))
 
 
+# --------------------------------------------------------------------------- eval
+
+class _EvalGroup(click.Group):
+    """`rag eval QUESTIONS ...` runs an evaluation; `rag eval merge ...` merges shards."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_EvalGroup)
+def eval():  # noqa: A001 - the command is called eval
+    """Evaluate answers (or retrieval alone) on a question set.
+
+    \b
+    rag eval QUESTIONS.jsonl --index DIR --out DIR [options]   (see `rag eval run --help`)
+    rag eval merge DIR... --out DIR                           combine --shard outputs
+    """
+
+
+@eval.command("run")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index to retrieve from [config: index].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: results.jsonl/.csv, summary.json, report.md, chart.png. "
+                   "Re-running with the same --out continues an interrupted run.")
+@click.option("--conditions", default="none,hybrid", show_default=True,
+              help="Comma-separated: none (model alone), bm25, dense, hybrid.")
+@click.option("--retrieval-only", is_flag=True, help="Score retrieval alone (hit@1, hit@k, "
+              "MRR, recall); no model is loaded. Default conditions: bm25,dense,hybrid.")
+@click.option("--model", help="Generator [config: generate.model].")
+@click.option("--adapter", "adapters", multiple=True, help="LoRA adapter; repeat to compare "
+              "several in one run (each is a variant; 'none' = the base model).")
+@click.option("-k", "k", type=click.IntRange(1), help="Passages retrieved [config: search.k].")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+              help="Questions generated together (left-padded, greedy).")
+@click.option("--max-new-tokens", type=click.IntRange(1), help="Longest answer [config].")
+@click.option("--shard", default="0/1", show_default=True, help="Evaluate every n-th question "
+              "starting at i (i/n), e.g. for Slurm array jobs; combine with `rag eval merge`.")
+@click.option("--device", help="Generator device (default: automatic).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@click.pass_context
+def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, model, adapters,
+             k, batch_size, max_new_tokens, shard, device, as_json):
+    """Answer every question in each condition and write the report."""
+    from ingest import store
+    from ingest.embedder import EmbedderError
+
+    from .evaluate import EvalError, EvalSettings, parse_shard, run
+    from .questions import QuestionSetError
+    from .retrieve import EmbedderMismatch, Retriever
+
+    cfg = _config(ctx)
+    conds = [c.strip() for c in conditions.split(",") if c.strip()]
+    if retrieval_only and conditions == "none,hybrid":
+        conds = ["bm25", "dense", "hybrid"]
+    try:
+        settings = EvalSettings(
+            conditions=conds, k=k or cfg.k, batch_size=batch_size,
+            max_new_tokens=max_new_tokens or cfg.max_new_tokens, retrieval_only=retrieval_only,
+            shard=parse_shard(shard),
+            adapters=[None if a in ("none", "base") else a for a in adapters] or [
+                _configured_adapter(cfg, lambda s: None)])
+        retriever = None
+        if retrieval_only or any(c != "none" for c in conds):
+            retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
+                                  thesaurus=cfg.thesaurus)
+    except (EvalError, store.IndexStoreError, EmbedderMismatch, EmbedderError) as e:
+        raise click.ClickException(str(e)) from None
+
+    log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    try:
+        summary = run(questions, out_dir, settings, retriever=retriever,
+                      make_answerer=lambda a: _eval_answerer(cfg, model, a, device, retriever,
+                                                             settings),
+                      progress=sys.stderr.isatty(), log=log)
+    except (EvalError, QuestionSetError) as e:
+        raise click.ClickException(str(e)) from None
+    _eval_output(summary, out_dir, as_json)
+
+
+def _eval_answerer(cfg, model, adapter, device, retriever, settings):
+    from .answer import Answerer
+    from .generate import Generator, GeneratorError, base_model_for
+
+    try:
+        name = model or (base_model_for(adapter, cfg.model) if adapter else cfg.model)
+        generator = Generator(name, adapter=adapter, device=device or cfg.gen_device,
+                              dtype=cfg.dtype, trust_remote_code=cfg.gen_trust_remote_code,
+                              allow_pickle=cfg.allow_pickle)
+    except GeneratorError as e:
+        raise click.ClickException(str(e)) from None
+    return Answerer(generator, retriever, k=settings.k, min_score=cfg.min_score,
+                    max_new_tokens=settings.max_new_tokens)
+
+
+def _eval_output(summary: dict, out_dir: Path, as_json: bool) -> None:
+    if as_json:
+        _echo_json(summary)
+        return
+    for name, e in summary["metrics"].items():
+        shown = {k: v for k, v in e.items() if isinstance(v, float)}
+        click.echo(f"{name} (n={e['questions']}): "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    click.echo(f"report: {out_dir / 'report.md'}")
+
+
+@eval.command("merge")
+@click.argument("dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the combined report goes.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+def eval_merge(dirs, out_dir, as_json):
+    """Combine the outputs of `rag eval --shard i/n` runs into one report."""
+    from .evaluate import EvalError, merge
+
+    try:
+        summary = merge(list(dirs), out_dir)
+    except EvalError as e:
+        raise click.ClickException(str(e)) from None
+    _eval_output(summary, out_dir, as_json)
+
+
 # --------------------------------------------------------------------------- models
 
 @cli.group()

@@ -191,6 +191,42 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def generate_batch(self, prompts: list[str], *, max_new_tokens: int = 256,
+                       fixed_length: bool = False) -> list[Generation]:
+        """Greedy answers for several prompts at once (left padding), for evaluation.
+        `fixed_length` generates exactly max_new_tokens (for benchmarks)."""
+        torch = self._torch
+        tok = self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            inputs = tok(prompts, return_tensors="pt", padding=True,
+                         add_special_tokens=False).to(self.device)
+        finally:
+            tok.padding_side = side
+        width = inputs["input_ids"].shape[1]
+        if width + max_new_tokens > self.context_window:
+            raise GeneratorError(f"a prompt ({width} tokens) + max_new_tokens "
+                                 f"({max_new_tokens}) exceeds the context window "
+                                 f"({self.context_window})")
+        started = time.perf_counter()
+        with torch.inference_mode():
+            ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                      temperature=None, top_p=None, top_k=None,
+                                      eos_token_id=self.stop_ids,
+                                      pad_token_id=tok.pad_token_id,
+                                      min_new_tokens=max_new_tokens if fixed_length else None)
+        elapsed = time.perf_counter() - started
+        out = []
+        for row in ids[:, width:].tolist():
+            stop = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
+            new = row if stop is None else row[:stop + 1]
+            text = tok.decode(new, skip_special_tokens=True)
+            out.append(Generation(text, len(new), None, None, stop is not None))
+        total = sum(g.new_tokens for g in out)
+        for g in out:
+            g.tokens_per_s = total / elapsed if elapsed > 0 else None
+        return out
+
     def generate(self, prompt: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  on_text: Callable[[str], None] | None = None) -> Generation:
         """Generate after `prompt`; `on_text` receives the text as it streams."""

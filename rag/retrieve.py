@@ -144,6 +144,10 @@ class Retriever:
         matches = [s for s, t in titles.items() if t.endswith(name)]
         return matches[0] if len(matches) == 1 else None
 
+    def titles(self) -> dict[str, str]:
+        """Document title by source."""
+        return self._article_index()[2]
+
     def _article_index(self):
         if not hasattr(self, "_articles"):
             articles: dict[tuple[str, str], list[Passage]] = {}

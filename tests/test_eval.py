@@ -1,0 +1,202 @@
+"""`rag eval`: metrics on hand-computed cases, retrieval-only and end-to-end runs,
+resume after interruption, and shard + merge equal to a single run."""
+import json
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CORPUS
+from rag import metrics
+from rag.evaluate import EvalError, EvalSettings, merge, run
+from rag.questions import Gold, load_questions
+
+TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程"}
+
+
+# --------------------------------------------------------------------------- metrics
+
+def test_must_include_normalises_width_and_punctuation():
+    assert metrics.must_include("１６単位に満たない場合、除籍です。", ["16単位", "除籍"])
+    assert metrics.must_include("ＧＰＡが３．０以上", ["GPA", "3.0"])
+    assert not metrics.must_include("15単位です", ["16単位"])
+
+
+def test_char_f1_and_rouge_l_by_hand():
+    # answer 「除籍です」 vs reference 「除籍されます。」: common chars 除,籍,す (3);
+    # precision 3/4, recall 3/6 -> F1 = 0.6
+    assert metrics.char_f1("除籍です", "除籍されます。") == pytest.approx(0.6)
+    # LCS of 除籍です / 除籍されます is 除籍す (3): same F here
+    assert metrics.rouge_l("除籍です", "除籍されます。") == pytest.approx(0.6)
+    assert metrics.char_f1("", "除籍") == 0.0 and metrics.rouge_l("abc", "xyz") == 0.0
+    assert metrics.char_f1("１６単位", "16単位") == 1.0
+
+
+def test_citations_are_parsed_and_matched():
+    answer = "除籍されません（学則第４２条、附則第2条）。履修規程第9条も参照。"
+    assert metrics.cited_articles_in_answer(answer) == [
+        ("学則", "第42条"), ("", "附則第2条"), ("履修規程", "第9条")]
+    assert metrics.citation_correct(answer, [Gold("学則.txt", "第42条")], TITLES)
+    assert metrics.citation_correct("第9条による", [Gold("履修規程.txt", "第9条")], TITLES)
+    # the right number in the wrong regulation is not a correct citation
+    assert not metrics.citation_correct("学則第9条", [Gold("履修規程.txt", "第9条")], TITLES)
+
+
+def test_abstention_phrases():
+    from rag.prompt import ABSTAIN_ANSWER
+    assert metrics.abstained(ABSTAIN_ANSWER)
+    assert metrics.abstained("規程には定めがなく、回答できません。")
+    assert not metrics.abstained("除籍されます（学則第42条）。")
+
+
+# --------------------------------------------------------------------------- runs
+
+@pytest.fixture
+def small_set(tmp_path):
+    lines = (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    picked = lines[:6] + [ln for ln in lines if '"unanswerable"' in ln][:2]
+    f = tmp_path / "q.jsonl"
+    f.write_text("\n".join(picked) + "\n", encoding="utf-8")
+    return f
+
+
+@pytest.fixture(scope="module")
+def retriever(corpus_index):
+    from rag.retrieve import Retriever
+    return Retriever(corpus_index)
+
+
+@pytest.fixture(scope="module")
+def answerer_factory(tiny_generator, retriever):
+    from rag.answer import Answerer
+    from rag.generate import Generator
+    cache = {}
+
+    def make(adapter):
+        if adapter not in cache:
+            cache[adapter] = Answerer(Generator(str(tiny_generator), adapter=adapter),
+                                      retriever, max_new_tokens=12)
+        return cache[adapter]
+    return make
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_retrieval_only(small_set, tmp_path, retriever):
+    out = tmp_path / "out"
+    summary = run(small_set, out, EvalSettings(conditions=["bm25", "dense", "hybrid"],
+                                               retrieval_only=True), retriever=retriever)
+    assert set(summary["metrics"]) == {"retrieval/bm25", "retrieval/dense", "retrieval/hybrid"}
+    assert 0 <= summary["metrics"]["retrieval/bm25"]["hit@k"] <= 1
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text("utf-8").splitlines()]
+    assert len(rows) == 3 * 8
+    assert "must_include" not in summary["metrics"]["retrieval/hybrid"]
+
+
+def test_end_to_end_writes_every_output(small_set, tmp_path, retriever, answerer_factory,
+                                        tiny_adapter):
+    out = tmp_path / "out"
+    settings = EvalSettings(conditions=["none", "hybrid"], adapters=[None, str(tiny_adapter)],
+                            batch_size=4, max_new_tokens=12)
+    summary = run(small_set, out, settings, retriever=retriever, make_answerer=answerer_factory)
+    for name in ("results.jsonl", "results.csv", "summary.json", "report.md", "chart.png"):
+        assert (out / name).stat().st_size > 0
+    assert set(summary["metrics"]) == {"base/none", "base/hybrid",
+                                       f"{tiny_adapter.name}/none", f"{tiny_adapter.name}/hybrid"}
+    hybrid = summary["metrics"]["base/hybrid"]
+    assert {"hit@1", "must_include", "char_f1", "rouge_l", "citation", "abstention",
+            "false_abstention"} <= set(hybrid)
+    assert set(hybrid["by_type"]) == {"lookup", "unanswerable"}
+    report = (out / "report.md").read_text("utf-8")
+    assert "## Summary" in report and "## By question type" in report and "## Metrics" in report
+    assert _png_size(out / "chart.png") == (1200, 450)
+    import csv
+    with (out / "results.csv").open(encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 8 * 2 * 2
+
+
+def _rows(out):
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text("utf-8").splitlines()]
+    for r in rows:
+        r.pop("latency_ms")
+    return sorted(rows, key=lambda r: (r["variant"], r["condition"], r["id"]))
+
+
+def test_interrupted_run_resumes_to_the_same_results(small_set, tmp_path, retriever,
+                                                     answerer_factory, monkeypatch):
+    settings = EvalSettings(conditions=["none", "hybrid"], batch_size=2, max_new_tokens=12)
+    whole = tmp_path / "whole"
+    run(small_set, whole, settings, retriever=retriever, make_answerer=answerer_factory)
+
+    from rag.generate import Generator
+    real = Generator.generate_batch
+    calls = {"n": 0}
+
+    def flaky(self, prompts, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt      # Ctrl-C / preemption in the middle of the run
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(Generator, "generate_batch", flaky)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        run(small_set, part, settings, retriever=retriever, make_answerer=answerer_factory)
+    assert 0 < len((part / "results.jsonl").read_text("utf-8").splitlines()) < 16
+    monkeypatch.setattr(Generator, "generate_batch", real)
+    run(small_set, part, settings, retriever=retriever, make_answerer=answerer_factory)
+    assert _rows(part) == _rows(whole)
+    assert (part / "report.md").read_text("utf-8") == (whole / "report.md").read_text("utf-8")
+
+
+def test_shards_merge_into_the_single_run_report(small_set, tmp_path, retriever,
+                                                 answerer_factory):
+    common = dict(conditions=["none", "hybrid"], batch_size=1, max_new_tokens=12)
+    single = tmp_path / "single"
+    run(small_set, single, EvalSettings(**common), retriever=retriever,
+        make_answerer=answerer_factory)
+    shards = []
+    for i in range(3):
+        d = tmp_path / f"shard{i}"
+        run(small_set, d, EvalSettings(shard=(i, 3), **common), retriever=retriever,
+            make_answerer=answerer_factory)
+        shards.append(d)
+    merged = tmp_path / "merged"
+    merge(shards, merged)
+    assert _rows(merged) == _rows(single)
+    assert (merged / "report.md").read_text("utf-8") == (single / "report.md").read_text("utf-8")
+
+
+def test_gold_missing_from_the_index_fails_before_generating(tmp_path, retriever):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": "a", "question": "除籍？", "gold": [{"file": "学則.txt", '
+                 '"article": "第999条"}]}\n', encoding="utf-8")
+    with pytest.raises(EvalError, match=r"q.jsonl:1: gold article 学則.txt 第999条"):
+        run(f, tmp_path / "out", EvalSettings(), retriever=retriever,
+            make_answerer=lambda a: pytest.fail("no model may be loaded"))
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_cli_retrieval_only_and_merge(small_set, tmp_path, corpus_index):
+    from rag.cli import cli
+    runner = CliRunner()
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"s{i}"
+        r = runner.invoke(cli, ["eval", str(small_set), "--index", str(corpus_index),
+                                "--out", str(out), "--retrieval-only", "--shard", f"{i}/2"],
+                          obj={})
+        assert r.exit_code == 0, r.output
+        outs.append(out)
+    r = runner.invoke(cli, ["eval", "merge", *map(str, outs), "--out", str(tmp_path / "m"),
+                            "--json"], obj={})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["metrics"]["retrieval/hybrid"]["questions"] == 8
+    r = runner.invoke(cli, ["eval", str(small_set), "--out", str(tmp_path / "x"),
+                            "--shard", "3/2", "--retrieval-only", "--index", str(corpus_index)],
+                      obj={})
+    assert r.exit_code == 1 and "0 <= i < n" in r.output
