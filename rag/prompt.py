@@ -64,19 +64,32 @@ def format_question(question: str, history: Sequence[Turn] = ()) -> str:
     return "\n".join(lines)
 
 
+def instruction_prompt(instruction: str, input: str | None = None) -> str:
+    """The instruction template (Alpaca layout in Japanese), ending where the response
+    begins. Every prompt of this project, for answering or training, comes from here."""
+    if input:
+        return (f"{PREAMBLE}\n\n### 指示:\n{instruction.strip()}\n\n"
+                f"### 入力:\n{input.strip()}\n\n### 応答:\n")
+    return f"{PREAMBLE_NO_INPUT}\n\n### 指示:\n{instruction.strip()}\n\n### 応答:\n"
+
+
+def context_input(question: str, passages: Sequence[ContextPassage],
+                  history: Sequence[Turn] = ()) -> str:
+    """The input block of an answering prompt: numbered passages, then the question."""
+    return f"{format_context(passages)}\n\n質問: {format_question(question, history)}"
+
+
 def build_prompt(question: str, passages: Sequence[ContextPassage] | None,
                  history: Sequence[Turn] = ()) -> str:
-    """The instruction-template prompt, ending where the model's answer begins.
+    """The answering prompt, ending where the model's answer begins.
 
     `passages=None` is the no-retrieval condition (the model alone); an empty list
     still shows an (empty) context block, as retrieval found nothing.
     """
-    q = format_question(question, history)
     if passages is None:
-        return (f"{PREAMBLE_NO_INPUT}\n\n### 指示:\n{INSTRUCTION_NO_CONTEXT}\n\n"
-                f"質問: {q}\n\n### 応答:\n")
-    return (f"{PREAMBLE}\n\n### 指示:\n{INSTRUCTION_WITH_CONTEXT}\n\n"
-            f"### 入力:\n{format_context(passages)}\n\n質問: {q}\n\n### 応答:\n")
+        return instruction_prompt(
+            f"{INSTRUCTION_NO_CONTEXT}\n\n質問: {format_question(question, history)}")
+    return instruction_prompt(INSTRUCTION_WITH_CONTEXT, context_input(question, passages, history))
 
 
 def build_messages(question: str, passages: Sequence[ContextPassage] | None,
@@ -106,7 +119,10 @@ def render(tokenizer, question: str, passages: Sequence[ContextPassage] | None,
     return build_prompt(question, passages, history)
 
 
-def training_text(prompt: str, answer: str, eos_token: str) -> tuple[str, str]:
-    """(prompt, completion) for fine-tuning: the loss falls on the completion only, and
-    the end-of-text token is part of it so the model learns to stop."""
-    return prompt, answer.strip() + eos_token
+def render_instruction(tokenizer, instruction: str, input: str | None = None) -> str:
+    """A training prompt for an Alpaca record, in this tokenizer's format."""
+    if getattr(tokenizer, "chat_template", None):
+        user = instruction.strip() + (f"\n\n{input.strip()}" if input else "")
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}],
+                                             tokenize=False, add_generation_prompt=True)
+    return instruction_prompt(instruction, input)

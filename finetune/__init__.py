@@ -1,0 +1,1 @@
+"""Instruction data -> LoRA adapter: data, train, merge; Slurm-ready."""
