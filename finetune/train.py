@@ -38,6 +38,52 @@ class TrainError(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+class _StopOnSignal:
+    """Remembers SIGUSR1/SIGTERM so the loop can checkpoint at the next step boundary;
+    under DDP every rank stops at the same step."""
+
+    def __init__(self):
+        import signal
+        self.name = None
+        self._old = {}
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:          # not the main thread: leave signals alone
+                pass
+
+    def _handle(self, signum, frame):
+        import signal
+        self.name = signal.Signals(signum).name
+
+    def requested(self, world: int) -> bool:
+        flag = self.name is not None
+        if world > 1:
+            import torch
+            import torch.distributed as dist
+            t = torch.tensor([1.0 if flag else 0.0])
+            if dist.get_backend() == "nccl":
+                t = t.cuda()
+            dist.all_reduce(t)
+            flag = t.item() > 0
+            if flag and self.name is None:
+                self.name = "a signal on another rank"
+        return flag
+
+    def restore(self) -> None:
+        import signal
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def _dist():
     """(rank, world size, local rank), initialising the process group under torchrun."""
     import torch
@@ -178,6 +224,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         log(f"training {n_trainable:,} LoRA parameters on {targets}; {len(data.train)} examples, "
             f"{total} steps of {cfg.micro_batch}x{cfg.grad_accum}x{world}; {device} {dtype}")
+    stop = _StopOnSignal()          # Slurm's warning before the time limit, or scancel
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and main))
     window_loss, window_tokens, window_start = 0.0, 0, time.time()
@@ -229,7 +276,17 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                 _append(metrics_path, {"step": step, "eval_loss": round(eval_loss, 5)})
         if main and (step % cfg.save_every == 0 or step == total):
             _checkpoint(ckpt, model, optimizer, scaler, step, tokens_seen, first_loss)
+        if stop.requested(world) and step < total:
+            if main:
+                _checkpoint(ckpt, model, optimizer, scaler, step, tokens_seen, first_loss)
+                log(f"stopped by {stop.name} at step {step} of {total}; checkpoint saved, "
+                    "continue with --resume")
+            bar.close()
+            if world > 1:
+                dist.destroy_process_group()
+            raise Interrupted(step)
     bar.close()
+    stop.restore()
 
     card = None
     if main:

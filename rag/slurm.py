@@ -1,0 +1,138 @@
+"""`rag slurm submit|status`: render the batch scripts of scripts/slurm/ with a user's
+options, show them, and submit them with sbatch."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = {"finetune": ["finetune.sbatch"], "finetune-multi": ["finetune-multi.sbatch"],
+           "ingest": ["ingest.sbatch"], "eval": ["eval-array.sbatch", "eval-merge.sbatch"]}
+
+
+class SlurmError(Exception):
+    pass
+
+
+@dataclass
+class SubmitOptions:
+    partition: str | None = None
+    gpus: int = 0
+    gpu_type: str | None = None          # e.g. tesla, as in --gpus tesla:1
+    time: str | None = None
+    nodes: int | None = None
+    ntasks: int | None = None
+    cpus: int | None = None
+    mem: str | None = None
+    job_name: str | None = None
+    container: str | None = None         # .sif image; None = plain Python
+    python: str = field(default_factory=lambda: sys.executable)
+    shards: int = 2                      # eval array size
+    env: dict[str, str] = field(default_factory=dict)   # RAG_* settings of the script
+
+
+def scripts_dir() -> Path:
+    d = REPO / "scripts" / "slurm"
+    if not d.is_dir():
+        raise SlurmError(f"{d} not found: `rag slurm` needs the repository checkout "
+                         "(pip install -e .)")
+    return d
+
+
+def render(script: str, opts: SubmitOptions, extra: list[str] = ()) -> str:
+    """The script with the options as #SBATCH lines and the settings as exports."""
+    text = (scripts_dir() / script).read_text(encoding="utf-8")
+    lines = []
+    if opts.job_name:
+        lines.append(f"--job-name={opts.job_name}")
+    if opts.partition:
+        lines.append(f"--partition={opts.partition}")
+    if opts.time:
+        lines.append(f"--time={opts.time}")
+    if opts.nodes:
+        lines.append(f"--nodes={opts.nodes}")
+    if opts.ntasks:
+        lines.append(f"--ntasks={opts.ntasks}")
+        per_node = -(-opts.ntasks // (opts.nodes or 1))
+        lines.append(f"--ntasks-per-node={per_node}")
+    if opts.cpus:
+        lines.append(f"--cpus-per-task={opts.cpus}")
+    if opts.mem:
+        lines.append(f"--mem={opts.mem}")
+    if opts.gpus:
+        kind = f"{opts.gpu_type}:" if opts.gpu_type else ""
+        lines.append(f"--gpus-per-node={kind}{opts.gpus}" if opts.nodes and opts.nodes > 1
+                     else f"--gpus={kind}{opts.gpus}")
+    lines += extra
+    header = "".join(f"#SBATCH {x}\n" for x in lines)
+    env = {"RAG_HOME": str(REPO), "RAG_PYTHON": opts.python, **opts.env}
+    if opts.container:
+        env["RAG_CONTAINER"] = opts.container
+    exports = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in env.items())
+    # After the script's own #SBATCH lines (later ones win), before its first command.
+    body = text.splitlines(keepends=True)
+    last = max(i for i, ln in enumerate(body) if ln.startswith("#SBATCH"))
+    return "".join(body[:last + 1]) + header + exports + "".join(body[last + 1:])
+
+
+def submit(kind: str, opts: SubmitOptions, dry_run: bool = False) -> list[dict]:
+    """Render and submit; for eval an array job then the merge job depending on it."""
+    if kind not in SCRIPTS:
+        raise SlurmError(f"unknown job kind {kind!r} ({', '.join(SCRIPTS)})")
+    rendered_dir = REPO / "logs" / "rendered"
+    jobs = []
+    previous = None
+    for n, script in enumerate(SCRIPTS[kind]):
+        extra = []
+        if kind == "eval" and n == 0:
+            extra.append(f"--array=0-{opts.shards - 1}")
+        if previous:
+            extra.append(f"--dependency=afterok:{previous}")
+        text = render(script, opts if n == 0 else _without_gpus(opts), extra)
+        name = re.search(r"^#SBATCH --job-name=(\S+)", text, re.M)
+        name = [m for m in re.findall(r"^#SBATCH --job-name=(\S+)", text, re.M)][-1] \
+            if name else script
+        if dry_run:
+            jobs.append({"script": script, "rendered": text, "job_id": None})
+            continue
+        rendered_dir.mkdir(parents=True, exist_ok=True)
+        (REPO / "logs").mkdir(exist_ok=True)      # sbatch cannot create its log directory
+        path = rendered_dir / f"{script.rsplit('.', 1)[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.sbatch"
+        path.write_text(text, encoding="utf-8")
+        try:
+            proc = subprocess.run(["sbatch", "--parsable", str(path)], cwd=REPO,
+                                  capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise SlurmError("sbatch not found: is this a Slurm login node?") from None
+        if proc.returncode != 0:
+            raise SlurmError(f"sbatch {path.name} failed: {proc.stderr.strip()}")
+        job_id = proc.stdout.strip().split(";")[0]
+        log = (f"logs/{name}-{job_id}_<task>.out" if kind == "eval" and n == 0
+               else f"logs/{name}-{job_id}.out")
+        jobs.append({"script": script, "rendered": str(path), "job_id": job_id, "log": log})
+        previous = job_id
+    return jobs
+
+
+def _without_gpus(opts: SubmitOptions) -> SubmitOptions:
+    from dataclasses import replace
+    return replace(opts, gpus=0, nodes=None, ntasks=None)
+
+
+def status() -> list[dict]:
+    """This project's jobs (names starting with rag-) in the queue."""
+    try:
+        proc = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%M|%l|%R"], capture_output=True,
+                              text=True, timeout=30)
+    except FileNotFoundError:
+        raise SlurmError("squeue not found: is this a Slurm login node?") from None
+    if proc.returncode != 0:
+        raise SlurmError(proc.stderr.strip())
+    keys = ("job_id", "name", "state", "elapsed", "limit", "reason")
+    rows = [dict(zip(keys, ln.split("|"))) for ln in proc.stdout.splitlines() if ln.strip()]
+    return [r for r in rows if r["name"].startswith("rag-")]
