@@ -106,6 +106,14 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **flags) -
     if not cfg.data:
         raise ConfigError("no training data: give --data PATH_OR_ID (or data = [...] in the "
                           "config)")
+    for key in ("micro_batch", "grad_accum", "log_every", "eval_every", "save_every",
+                "max_length", "lora_r"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, not {getattr(cfg, key)}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps must be at least 1, not {cfg.max_steps}")
+    if not 0 <= cfg.eval_fraction < 1 or cfg.epochs <= 0 or cfg.lr <= 0:
+        raise ConfigError("eval_fraction must be in [0, 1), epochs and lr above 0")
     if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"dtype must be auto, bf16, fp16 or fp32, not {cfg.dtype!r}")
     return cfg

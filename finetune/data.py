@@ -75,8 +75,12 @@ def to_example(row: dict, tokenizer, where: str) -> Example:
         raise DataError(f"{where}: expected an object")
     if "messages" in row:
         msgs = row["messages"]
-        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) or \
-                msgs[-1].get("role") != "assistant" or not msgs[-1].get("content"):
+        if not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role")
+                for m in msgs):
+            raise DataError(f"{where}: field 'messages' must be a list of "
+                            "{role, content} objects")
+        if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
             raise DataError(f"{where}: field 'messages' must end with an assistant message")
         if getattr(tokenizer, "chat_template", None):
             prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False,
@@ -94,6 +98,8 @@ def to_example(row: dict, tokenizer, where: str) -> Example:
     for key in ("instruction", "output"):
         if not isinstance(row.get(key), str) or not row[key].strip():
             raise DataError(f"{where}: field {key!r} is missing or empty")
+    if row.get("input") is not None and not isinstance(row["input"], str):
+        raise DataError(f"{where}: field 'input' must be text")
     return Example(render_instruction(tokenizer, row["instruction"], row.get("input") or None),
                    row["output"])
 
@@ -132,15 +138,14 @@ def prepare(sources: list[str], tokenizer, max_length: int, eval_fraction: float
         n_eval = min(max_eval, int(len(examples) * eval_fraction))
         if eval_fraction > 0 and len(examples) >= 10:
             n_eval = max(1, n_eval)
-        dropped = 0
+        kept = {"train": 0, "eval": 0, "dropped_too_long": 0}
         for rank, i in enumerate(order):
             tok = tokenize(examples[i], tokenizer, max_length)
-            if tok is None:
-                dropped += 1
-                continue
-            (evals if rank < n_eval else train).append(tok)
-        counts[source] = {"rows": len(rows), "train": len(order) - n_eval - dropped,
-                          "eval": n_eval, "dropped_too_long": dropped}
+            part = "dropped_too_long" if tok is None else ("eval" if rank < n_eval else "train")
+            kept[part] += 1
+            if tok is not None:
+                (evals if part == "eval" else train).append(tok)
+        counts[source] = {"rows": len(rows), **kept}
     if not train:
         raise DataError("no training examples left (all too long for max_length, or all "
                         "held out for evaluation)")
@@ -158,7 +163,10 @@ def _cache_key(sources, tokenizer, max_length, eval_fraction, max_eval, seed) ->
         p = Path(s)
         h.update(s.encode())
         h.update(p.read_bytes() if p.is_file() else b"hub")
-    h.update(json.dumps([getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+    # The tokenizer's vocabulary and chat template change the tokens and the prompts.
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    h.update(hashlib.sha256(vocab.encode()).digest())
+    h.update(json.dumps([getattr(tokenizer, "chat_template", None), tokenizer.eos_token_id,
                          max_length, eval_fraction, max_eval, seed, PROMPT_VERSION]).encode())
     return h.hexdigest()[:20]
 

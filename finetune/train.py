@@ -71,7 +71,7 @@ class _StopOnSignal:
             import torch.distributed as dist
             t = torch.tensor([1.0 if flag else 0.0])
             if dist.get_backend() == "nccl":
-                t = t.cuda()
+                t = t.to(torch.cuda.current_device())
             dist.all_reduce(t)
             flag = t.item() > 0
             if flag and self.name is None:
@@ -89,9 +89,12 @@ def _dist():
     import torch
     import torch.distributed as dist
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)     # NCCL collectives use the current device
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return int(os.environ.get("RANK", "0")), world, local_rank
 
 
 def _targets(cfg: TrainConfig, model) -> list[str]:
@@ -193,13 +196,26 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         torch.set_rng_state(state["torch_rng"])
         if main:
             log(f"resuming at step {step} of {total}")
+            _drop_metrics_after(out / "metrics.jsonl", step)     # they are redone
+        if step >= total and (out / "run.json").is_file():
+            if main:
+                log(f"{out} is already trained to step {step}")
+            if world > 1:
+                dist.destroy_process_group()
+            return json.loads((out / "run.json").read_text("utf-8")) if main else None
     elif cfg.resume and main:
         log(f"no checkpoint in {ckpt}: starting from step 0")
+
+    epoch_cache: dict[int, list[list[int]]] = {}
 
     def micro_batches(cursor: int):
         """The micro-batch at a global cursor (epochs concatenated, same order on resume)."""
         epoch, i = divmod(cursor, per_epoch)
-        return batches(data.train, cfg.micro_batch, cfg.seed, epoch, cfg.group_by_length)[i]
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = batches(data.train, cfg.micro_batch, cfg.seed, epoch,
+                                         cfg.group_by_length)
+        return epoch_cache[epoch][i]
 
     def evaluate() -> float | None:
         if not data.eval:
@@ -227,7 +243,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     stop = _StopOnSignal()          # Slurm's warning before the time limit, or scancel
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and main))
-    window_loss, window_tokens, window_start = 0.0, 0, time.time()
+    window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.time()
+    step_tokens = 0
     last_loss, eval_loss = None, None
     while step < total:
         for group in optimizer.param_groups:
@@ -256,17 +273,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         last_loss = step_loss.item()
         first_loss = last_loss if first_loss is None else first_loss
         window_loss += last_loss
+        window_steps += 1
         step += 1
         if main:
             bar.update(1)
+        tokens_seen += window_tokens - step_tokens
+        step_tokens = window_tokens
         if step % cfg.log_every == 0 or step == total:
             elapsed = time.time() - window_start
-            n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            tokens_seen += window_tokens
-            record = {"step": step, "loss": round(window_loss / n, 5),
+            record = {"step": step, "loss": round(window_loss / window_steps, 5),
                       "lr": optimizer.param_groups[0]["lr"], "tokens": tokens_seen,
                       "tokens_per_s": round(window_tokens / elapsed, 1) if elapsed else None}
-            window_loss, window_tokens, window_start = 0.0, 0, time.time()
+            window_loss, window_tokens, window_steps, step_tokens = 0.0, 0, 0, 0
+            window_start = time.time()
             if main:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=record["tokens_per_s"])
                 _append(metrics_path, record)
@@ -282,6 +301,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                 log(f"stopped by {stop.name} at step {step} of {total}; checkpoint saved, "
                     "continue with --resume")
             bar.close()
+            stop.restore()
             if world > 1:
                 dist.destroy_process_group()
             raise Interrupted(step)
@@ -329,6 +349,14 @@ def _checkpoint(path: Path, model, optimizer, scaler, step, tokens_seen, first_l
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Metrics logged after the checkpoint are logged again by the resumed run."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text("utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in keep), "utf-8")
 
 
 def _append(path: Path, record: dict) -> None:

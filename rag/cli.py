@@ -629,10 +629,10 @@ def finetune_train(config_file, sets, model, data, out, max_steps, epochs, resum
         if as_json:
             _echo_json(card)
         else:
-            click.echo(f"adapter: {cfg.out} (steps {card['steps']}, train loss "
-                       f"{card['first_train_loss']:.4f} -> {card['final_train_loss']:.4f}"
-                       + (f", eval loss {card['final_eval_loss']:.4f}"
-                          if card["final_eval_loss"] is not None else "") + ")")
+            losses = ", ".join(f"{k.replace('_', ' ')} {card[k]:.4f}" for k in (
+                "first_train_loss", "final_train_loss", "final_eval_loss")
+                if card.get(k) is not None)
+            click.echo(f"adapter: {cfg.out} (steps {card['steps']}; {losses})")
 
 
 @finetune.command("build-data")
@@ -662,7 +662,7 @@ def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negativ
     try:
         rows = build(Retriever(index_dir or Path(cfg.index), thesaurus=cfg.thesaurus),
                      questions, k=k, seed=seed, negatives=not no_negatives)
-    except (store.IndexStoreError, QuestionSetError) as e:
+    except (store.IndexStoreError, QuestionSetError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     write(rows, out_file)
     counts = Counter(r["kind"] for r in rows)

@@ -67,8 +67,23 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def variant_name(adapter: str | None) -> str:
-    return "base" if not adapter else Path(adapter.rstrip("/")).name or adapter
+def variant_names(adapters: list[str | None]) -> list[str]:
+    """Short, unique names: "base", the adapter's folder name, or more of its path when
+    two adapters end in the same folder (runA/final, runB/final)."""
+    if len(set(adapters)) != len(adapters):
+        raise EvalError("the same adapter is given twice")
+    names = []
+    for a in adapters:
+        if not a:
+            names.append("base")
+            continue
+        parts = Path(a.rstrip("/")).parts
+        for n in range(1, len(parts) + 1):
+            name = "/".join(parts[-n:])
+            if sum(1 for b in adapters if b and "/".join(Path(b.rstrip("/")).parts[-n:]) == name) == 1:
+                break
+        names.append(name)
+    return names
 
 
 # --------------------------------------------------------------------------- running
@@ -88,12 +103,17 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
         raise EvalError("these conditions need an index (--index)")
     if retriever is not None:
         _check_gold(questions, retriever, questions_path)
+    if len(set(settings.conditions)) != len(settings.conditions):
+        raise EvalError("a condition is given twice")
+    variants = variant_names(settings.adapters)
     i, n = settings.shard
     questions = [q for pos, q in enumerate(questions) if pos % n == i]
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    done = {_key(r) for r in _read_rows(results)}
     meta = _meta(questions_path, retriever, settings)
+    _check_same_run(out, meta)
+    _drop_partial_line(results)
+    done = {_key(r) for r in _read_rows(results)}
     started = time.perf_counter()
     with results.open("a", encoding="utf-8") as sink:
         if settings.retrieval_only:
@@ -104,9 +124,9 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
                                              mode=mode) if todo else []
                 for q, h in zip(todo, hits):
                     _write(sink, _retrieval_row(q, "retrieval", mode, h, settings.k))
+                    done.add(("retrieval", mode, q.id))
         else:
-            for adapter in settings.adapters:
-                variant = variant_name(adapter)
+            for adapter, variant in zip(settings.adapters, variants):
                 answerer = None
                 for condition in settings.conditions:
                     todo = [q for q in questions if (variant, condition, q.id) not in done]
@@ -122,6 +142,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
                         for row in _answer_batch(answerer, retriever, batch, variant,
                                                  condition, settings):
                             _write(sink, row)
+                            done.add(_key(row))
                         sink.flush()
                         bar.update(len(batch))
                     bar.close()
@@ -201,7 +222,8 @@ def _check_gold(questions: list[Question], retriever, path: Path) -> None:
 def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
     digest = hashlib.sha256(Path(questions_path).read_bytes()).hexdigest()[:16]
     meta = {"questions": str(questions_path), "questions_sha256": digest, "k": settings.k,
-            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
+            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+            "shard": list(settings.shard)}
     if retriever is not None:
         m = retriever.index.manifest
         meta["index"] = {"path": str(retriever.index_dir), "updated": m.get("updated"),
@@ -209,6 +231,33 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
                          "embedder_revision": m["embedder"]["revision"],
                          "passages": m.get("passages")}
     return meta
+
+
+# What must not change between an interrupted run and its continuation, or between shards.
+_SAME = ("questions_sha256", "k", "max_new_tokens")
+
+
+def _check_same_run(out: Path, meta: dict) -> None:
+    """A continued run must be the same evaluation; its settings live in eval.json."""
+    path = out / "eval.json"
+    if path.is_file():
+        before = json.loads(path.read_text("utf-8"))
+        changed = [k for k in _SAME + ("shard",) if before.get(k) != meta.get(k)]
+        if changed:
+            raise EvalError(f"{out} holds a run with other settings ({', '.join(changed)}: "
+                            f"{[before.get(k) for k in changed]} vs "
+                            f"{[meta.get(k) for k in changed]}); use another --out")
+    else:
+        path.write_text(json.dumps({k: meta.get(k) for k in _SAME + ("shard",)}) + "\n",
+                        "utf-8")
+
+
+def _drop_partial_line(path: Path) -> None:
+    """A kill can leave half a line; cut it so the next row starts on its own line."""
+    if path.is_file():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[:data.rfind(b"\n") + 1])
 
 
 def _key(row: dict) -> tuple[str, str, str]:
@@ -237,21 +286,26 @@ def merge(dirs: list[Path], out: Path) -> dict:
     rows: dict[tuple, dict] = {}
     metas = []
     for d in dirs:
-        if not (d / "results.jsonl").is_file():
-            raise EvalError(f"{d}: no results.jsonl (not an eval output directory)")
+        if not (d / "results.jsonl").is_file() or not (d / "summary.json").is_file():
+            raise EvalError(f"{d}: no results.jsonl/summary.json (not a finished eval run)")
         for r in _read_rows(d / "results.jsonl"):
             rows.setdefault(_key(r), r)
-        if (d / "summary.json").is_file():
-            metas.append(json.loads((d / "summary.json").read_text("utf-8"))["settings"])
-    hashes = {m.get("questions_sha256") for m in metas}
-    if len(hashes) > 1:
-        raise EvalError("the directories evaluated different question sets")
+        metas.append(json.loads((d / "summary.json").read_text("utf-8"))["settings"])
+    for key in _SAME:
+        if len({json.dumps(m.get(key)) for m in metas}) > 1:
+            raise EvalError(f"the directories differ in {key}: they are not shards of one run")
+    shards = {tuple(m.get("shard", (0, 1))) for m in metas}
+    total = {n for _, n in shards}
+    if len(total) != 1 or {i for i, _ in shards} != set(range(next(iter(total)))):
+        raise EvalError(f"shards {sorted(shards)} do not cover the question set: every i/n "
+                        "from 0 to n-1 is needed")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.jsonl").open("w", encoding="utf-8") as sink:
         for r in rows.values():
             _write(sink, r)
-    meta = dict(metas[0]) if metas else {}
+    meta = dict(metas[0])
     meta.pop("seconds_this_run", None)
+    meta["shard"] = [0, 1]
     return write_report(out, meta)
 
 

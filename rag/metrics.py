@@ -53,25 +53,52 @@ def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: 
 import re as _re  # noqa: E402
 import unicodedata as _ud  # noqa: E402
 
-from ingest.japanese import nfkc  # noqa: E402
+from ingest.japanese import NUMBER, nfkc, parse_number  # noqa: E402
 
 # Phrases a system uses when the regulations do not cover a question.
 ABSTENTION_MARKERS = ("見当たりません", "定めがありません", "定めがなく", "規定はありません",
                       "規程にはありません", "回答できません", "わかりません", "分かりません",
                       "記載がありません", "定められていません")
-_CITATION = _re.compile(r"([^\s、。()（）「」]{0,20}?)第(\d+)条(?:の(\d+))?")
+_CITATION = _re.compile(rf"(附則)?第({NUMBER})(条|項)(?:の({NUMBER}))?")
 
 
 def _chars(text: str) -> str:
-    """NFKC, without whitespace and punctuation/symbols: what character overlap counts."""
-    return "".join(c for c in nfkc(text)
-                   if not c.isspace() and not _ud.category(c).startswith(("P", "S")))
+    """NFKC, without whitespace and punctuation/symbols: what character overlap counts.
+    A point or comma between digits stays (1.5 is not 15)."""
+    t = nfkc(text)
+    out = []
+    for i, c in enumerate(t):
+        if c in ".," and 0 < i < len(t) - 1 and t[i - 1].isdigit() and t[i + 1].isdigit():
+            out.append(c)
+        elif not c.isspace() and not _ud.category(c).startswith(("P", "S")):
+            out.append(c)
+    return "".join(out)
+
+
+def _contains(text: str, key: str) -> bool:
+    """`key` in `text`, where a key starting or ending with a digit must not continue a
+    longer number (「24単位」 is not in 「124単位」)."""
+    start = text.find(key)
+    while start >= 0:
+        end = start + len(key)
+        before_ok = not (key[0].isdigit() and start > 0 and text[start - 1].isdigit())
+        after_ok = not (key[-1].isdigit() and end < len(text) and text[end].isdigit())
+        if before_ok and after_ok:
+            return True
+        start = text.find(key, start + 1)
+    return False
+
+
+def _light(text: str) -> str:
+    """NFKC without whitespace; symbols stay, so they still separate numbers."""
+    return "".join(c for c in nfkc(text) if not c.isspace())
 
 
 def must_include(answer: str, keys: list[str]) -> bool:
-    """All key strings present (after NFKC and ignoring spaces/punctuation)."""
-    a = _chars(answer)
-    return all(_chars(k) in a for k in keys)
+    """All key strings present (after NFKC, ignoring spaces and the key's surrounding
+    punctuation), a number never matching inside a longer one."""
+    a = _light(answer)
+    return all(_contains(a, _light(k).strip("。、.,!?！？「」()（）")) for k in keys)
 
 
 def char_f1(answer: str, reference: str) -> float:
@@ -104,29 +131,40 @@ def rouge_l(answer: str, reference: str) -> float:
 
 
 def cited_articles_in_answer(answer: str) -> list[tuple[str, str]]:
-    """(regulation name as written, article label) for each 「学則第42条」 in an answer;
-    the name is "" when the answer cites a bare 第42条."""
+    """(the text just before, article label) for each citation in an answer:
+    「学則第42条」, 「第四十二条」, 「附則第2条」, 「申合せ第3項」 (the numbered items of an
+    申合せ are labelled 第N項)."""
+    text = nfkc(answer)
     out = []
-    for m in _CITATION.finditer(nfkc(answer)):
-        run = _re.search(r"[\u4e00-\u9fff\u30a0-\u30ff々]+$", m.group(1))
-        name = run.group() if run else ""
-        label = f"第{int(m.group(2))}条" + (f"の{int(m.group(3))}" if m.group(3) else "")
-        if name.endswith("附則"):
-            name, label = name[:-2], "附則" + label
-        out.append((name, label))
+    for m in _CITATION.finditer(text):
+        unit = m.group(3)
+        label = f"第{parse_number(m.group(2))}{unit}" + (
+            f"の{parse_number(m.group(4))}" if m.group(4) else "")
+        if unit == "項" and _re.search(r"条$", text[:m.start()]):
+            continue                 # 第42条第2項: the 項 of an article, already counted
+        out.append((text[max(0, m.start() - 40):m.start()], ("附則" if m.group(1) else "") + label))
     return out
 
 
+def _suffix_overlap(before: str, name: str) -> int:
+    n = 0
+    while n < min(len(before), len(name)) and before[-1 - n] == name[-1 - n]:
+        n += 1
+    return n
+
+
 def citation_correct(answer: str, golds: list[Gold], titles: dict[str, str]) -> bool:
-    """The answer cites at least one gold article: same article label, and the named
-    regulation (if any) is the gold document's (its title ends with the name or the
-    file name starts with it)."""
-    for name, label in cited_articles_in_answer(answer):
+    """The answer cites at least one gold article: the same label, and the regulation it
+    names right before (if any) is the gold document's — the title (or file name) that
+    shares the longest ending with the text before 第N条 (「…に関する規程第9条」 names the
+    免除規程, not the 履修規程)."""
+    names = {f: {nfkc(t), nfkc(f.rsplit(".", 1)[0])} for f, t in titles.items()}
+    for before, label in cited_articles_in_answer(answer):
+        scores = {f: max(_suffix_overlap(before, n) for n in ns) for f, ns in names.items()}
+        best = max(scores.values(), default=0)
+        named = {f for f, v in scores.items() if v == best} if best >= 2 else None
         for g in golds:
-            if label != g.article:
-                continue
-            title = titles.get(g.file, "")
-            if not name or title.endswith(name) or g.file.startswith(name) or name in title:
+            if label == g.article and (named is None or g.file in named):
                 return True
     return False
 

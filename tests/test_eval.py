@@ -11,7 +11,9 @@ from rag import metrics
 from rag.evaluate import EvalError, EvalSettings, merge, run
 from rag.questions import Gold, load_questions
 
-TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程"}
+TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程",
+          "免除規程.html": "東雲大学授業料等の免除及び徴収猶予に関する規程",
+          "申合せ.txt": "進級及び卒業要件に関する申合せ"}
 
 
 # --------------------------------------------------------------------------- metrics
@@ -20,6 +22,9 @@ def test_must_include_normalises_width_and_punctuation():
     assert metrics.must_include("１６単位に満たない場合、除籍です。", ["16単位", "除籍"])
     assert metrics.must_include("ＧＰＡが３．０以上", ["GPA", "3.0"])
     assert not metrics.must_include("15単位です", ["16単位"])
+    assert not metrics.must_include("124単位です", ["24単位"])        # not part of a number
+    assert not metrics.must_include("1.5単位", ["15単位"])
+    assert metrics.must_include("上限は24単位", ["24単位"])
 
 
 def test_char_f1_and_rouge_l_by_hand():
@@ -33,13 +38,17 @@ def test_char_f1_and_rouge_l_by_hand():
 
 
 def test_citations_are_parsed_and_matched():
-    answer = "除籍されません（学則第４２条、附則第2条）。履修規程第9条も参照。"
-    assert metrics.cited_articles_in_answer(answer) == [
-        ("学則", "第42条"), ("", "附則第2条"), ("履修規程", "第9条")]
+    answer = "除籍されません（学則第四十二条第2項、附則第2条）。履修規程第9条も参照。"
+    assert [label for _, label in metrics.cited_articles_in_answer(answer)] == [
+        "第42条", "附則第2条", "第9条"]
     assert metrics.citation_correct(answer, [Gold("学則.txt", "第42条")], TITLES)
     assert metrics.citation_correct("第9条による", [Gold("履修規程.txt", "第9条")], TITLES)
+    assert metrics.citation_correct("（進級及び卒業要件に関する申合せ第3項）",
+                                    [Gold("申合せ.txt", "第3項")], TITLES)
     # the right number in the wrong regulation is not a correct citation
     assert not metrics.citation_correct("学則第9条", [Gold("履修規程.txt", "第9条")], TITLES)
+    assert not metrics.citation_correct("授業料等の免除及び徴収猶予に関する規程第9条",
+                                        [Gold("履修規程.txt", "第9条")], TITLES)
 
 
 def test_abstention_phrases():
@@ -122,7 +131,7 @@ def test_end_to_end_writes_every_output(small_set, tmp_path, retriever, answerer
 def _rows(out):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text("utf-8").splitlines()]
     for r in rows:
-        r.pop("latency_ms")
+        r.pop("latency_ms", None)
     return sorted(rows, key=lambda r: (r["variant"], r["condition"], r["id"]))
 
 
@@ -169,6 +178,45 @@ def test_shards_merge_into_the_single_run_report(small_set, tmp_path, retriever,
     merge(shards, merged)
     assert _rows(merged) == _rows(single)
     assert (merged / "report.md").read_text("utf-8") == (single / "report.md").read_text("utf-8")
+
+
+def test_reference_answers_score_full_citation_and_facts(retriever):
+    qs = load_questions(CORPUS / "questions.jsonl")
+    titles = retriever.titles()
+    answerable = [q for q in qs if q.gold]
+    assert all(metrics.must_include(q.answer, q.must_include) for q in qs)
+    cited = sum(metrics.citation_correct(q.answer, q.gold, titles) for q in answerable)
+    assert cited / len(answerable) >= 0.95
+
+
+def test_variants_get_unique_names():
+    from rag.evaluate import variant_names
+    assert variant_names([None, "runs/a/final", "runs/b/final", "lora"]) == [
+        "base", "a/final", "b/final", "lora"]
+    with pytest.raises(EvalError, match="twice"):
+        variant_names(["x", "x"])
+
+
+def test_a_cut_line_and_changed_settings_on_resume(small_set, tmp_path, retriever):
+    out = tmp_path / "out"
+    settings = EvalSettings(conditions=["bm25"], retrieval_only=True)
+    run(small_set, out, settings, retriever=retriever)
+    rows = (out / "results.jsonl").read_text("utf-8").splitlines()
+    (out / "results.jsonl").write_text("\n".join(rows[:3]) + "\n" + rows[3][:20], "utf-8")
+    run(small_set, out, settings, retriever=retriever)
+    assert _rows(out) == sorted((json.loads(r) for r in rows),
+                                key=lambda r: (r["variant"], r["condition"], r["id"]))
+    with pytest.raises(EvalError, match="other settings"):
+        run(small_set, out, EvalSettings(conditions=["bm25"], retrieval_only=True, k=2),
+            retriever=retriever)
+
+
+def test_merge_needs_every_shard(small_set, tmp_path, retriever):
+    d = tmp_path / "s0"
+    run(small_set, d, EvalSettings(conditions=["bm25"], retrieval_only=True, shard=(0, 2)),
+        retriever=retriever)
+    with pytest.raises(EvalError, match="do not cover"):
+        merge([d], tmp_path / "m")
 
 
 def test_gold_missing_from_the_index_fails_before_generating(tmp_path, retriever):

@@ -206,3 +206,31 @@ def test_two_process_ddp_run_trains_one_adapter(tiny_generator, alpaca, tmp_path
     card = json.loads(proc.stdout)
     assert card["world_size"] == 2 and card["steps"] == 4
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_resuming_a_finished_run_reports_it(tiny_generator, alpaca, tmp_path):
+    out = tmp_path / "done"
+    first = train(_cfg(tiny_generator, alpaca, out, max_steps=3), progress=False,
+                  log=lambda s: None)
+    logs = []
+    again = train(_cfg(tiny_generator, alpaca, out, max_steps=3, resume=True), progress=False,
+                  log=logs.append)
+    assert again == first and any("already trained" in x for x in logs)
+
+
+@pytest.mark.parametrize("setting,error", [("grad_accum=0", "grad_accum must be at least 1"),
+                                           ("micro_batch=0", "micro_batch must be at least 1"),
+                                           ("eval_fraction=1.5", "eval_fraction")])
+def test_settings_out_of_range(setting, error):
+    with pytest.raises(ConfigError, match=error):
+        load_config(None, [setting], data=("d.jsonl",))
+
+
+def test_malformed_chat_rows(tiny_generator):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_generator)
+    for row in ({"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]},
+                {"messages": ["hello", {"role": "assistant", "content": "x"}]},
+                {"instruction": "a", "output": "b", "input": 3}):
+        with pytest.raises(DataError, match="row 7"):
+            to_example(row, tok, "d.jsonl row 7")
