@@ -834,6 +834,8 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
 
 
 def main() -> None:
+    if os.environ.get("SLURM_JOB_ID"):       # for measuring the batch scripts' overhead
+        click.echo(f"rag-slurm: python entry {time.time():.3f}", err=True)
     cli(obj={})
 
 
