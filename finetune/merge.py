@@ -9,9 +9,14 @@ def merge(adapter: str, out: str | Path, *, model: str | None = None,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rag.generate import base_model_for, pick_device_dtype
+    from rag.generate import GeneratorError, adapter_base_model, pick_device_dtype
 
-    base = model or base_model_for(adapter, None)
+    base = model or adapter_base_model(adapter)
+    if not base:
+        raise GeneratorError(f"{adapter} records no base model; give it with --model")
+    if not model and base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists():
+        raise GeneratorError(f"{adapter} was trained on {base}, which is not on this machine; "
+                             "give the base model with --model")
     _, torch_dtype = pick_device_dtype("cpu", dtype or "fp32")
     weights = AutoModelForCausalLM.from_pretrained(
         base, dtype=torch_dtype, use_safetensors=None if allow_pickle else True)

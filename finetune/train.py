@@ -186,14 +186,26 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / per_step))
     step, tokens_seen, first_loss = 0, 0, None
     ckpt = out / "checkpoint"
+    if cfg.resume and not (ckpt / "state.pt").is_file() and (
+            out / "checkpoint.old" / "state.pt").is_file():
+        ckpt = out / "checkpoint.old"        # a crash between the two renames of a save
+    # What the data order depends on: a resumed run must keep it.
+    layout = {"world_size": world, "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum,
+              "train_examples": len(data.train), "seed": cfg.seed}
     if cfg.resume and (ckpt / "state.pt").is_file():
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        if state.get("layout", layout) != layout:
+            raise TrainError(f"{ckpt} was saved with {state['layout']}, this run has {layout}: "
+                             "resuming would change the data order; use the same settings "
+                             "or a new --out")
         set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, tokens_seen, first_loss = state["step"], state["tokens_seen"], state["first_loss"]
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         if main:
             log(f"resuming at step {step} of {total}")
             _drop_metrics_after(out / "metrics.jsonl", step)     # they are redone
@@ -294,10 +306,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             if main and eval_loss is not None:
                 _append(metrics_path, {"step": step, "eval_loss": round(eval_loss, 5)})
         if main and (step % cfg.save_every == 0 or step == total):
-            _checkpoint(ckpt, model, optimizer, scaler, step, tokens_seen, first_loss)
+            _checkpoint(out / "checkpoint", model, optimizer, scaler, step, tokens_seen,
+                        first_loss, layout)
         if stop.requested(world) and step < total:
             if main:
-                _checkpoint(ckpt, model, optimizer, scaler, step, tokens_seen, first_loss)
+                _checkpoint(out / "checkpoint", model, optimizer, scaler, step, tokens_seen,
+                        first_loss, layout)
                 log(f"stopped by {stop.name} at step {step} of {total}; checkpoint saved, "
                     "continue with --resume")
             bar.close()
@@ -333,15 +347,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     return card
 
 
-def _checkpoint(path: Path, model, optimizer, scaler, step, tokens_seen, first_loss) -> None:
-    """Adapter + optimizer + data cursor, replaced atomically."""
+def _checkpoint(path: Path, model, optimizer, scaler, step, tokens_seen, first_loss,
+                layout) -> None:
+    """Adapter + optimizer + data cursor, replaced atomically (resume also reads the
+    previous one if a crash falls between the two renames)."""
     import torch
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "tokens_seen": tokens_seen, "first_loss": first_loss,
-                "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()},
+                "layout": layout, "python_rng": random.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                tmp / "state.pt")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

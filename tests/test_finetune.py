@@ -149,6 +149,9 @@ def test_resume_continues_at_the_checkpoint_step(tiny_generator, alpaca, tmp_pat
     b = load_file(part / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(TrainError, match="would change the data order"):
+        train(_cfg(tiny_generator, alpaca, part, max_steps=9, micro_batch=2, resume=True),
+              progress=False, log=lambda s: None)
 
 
 def test_merged_model_matches_adapter_on_base(tiny_generator, tiny_adapter, tmp_path):
