@@ -248,6 +248,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         return (total_loss[0] / total_loss[1]).item() if total_loss[1] else None
 
     metrics_path = out / "metrics.jsonl"
+    board = _tensorboard(out / "tensorboard") if main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         log(f"training {n_trainable:,} LoRA parameters on {targets}; {len(data.train)} examples, "
@@ -300,11 +301,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             window_start = time.time()
             if main:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=record["tokens_per_s"])
-                _append(metrics_path, record)
+                _append(metrics_path, record, board)
         if step % cfg.eval_every == 0 or step == total:
             eval_loss = evaluate()
             if main and eval_loss is not None:
-                _append(metrics_path, {"step": step, "eval_loss": round(eval_loss, 5)})
+                _append(metrics_path, {"step": step, "eval_loss": round(eval_loss, 5)}, board)
         if main and (step % cfg.save_every == 0 or step == total):
             _checkpoint(out / "checkpoint", model, optimizer, scaler, step, tokens_seen,
                         first_loss, layout)
@@ -377,9 +378,23 @@ def _drop_metrics_after(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep), "utf-8")
 
 
-def _append(path: Path, record: dict) -> None:
+def _append(path: Path, record: dict, board=None) -> None:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+    if board is not None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                board.add_scalar(key, value, record["step"])
+        board.flush()
+
+
+def _tensorboard(path: Path):
+    """A TensorBoard writer when tensorboard is installed; metrics.jsonl either way."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
 
 
 def _revision(model: str) -> str | None:
