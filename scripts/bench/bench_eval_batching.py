@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts" / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_generate import corpus_texts, make_opencalm_3b  # noqa: E402
+from bench_generate import add_model_args, model_from_args  # noqa: E402
 
 from rag.answer import Answerer  # noqa: E402
 from rag.context import Source  # noqa: E402
@@ -35,10 +35,7 @@ from rag.retrieve import Retriever  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model")
-    src.add_argument("--tiny", type=Path)
-    src.add_argument("--opencalm-3b", type=Path)
+    add_model_args(ap)
     ap.add_argument("--index", required=True)
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--max-new-tokens", type=int, default=32)
@@ -46,15 +43,7 @@ def main() -> None:
     ap.add_argument("--dtype")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.tiny:
-        from tiny_models import build_tiny_gpt_neox
-        if not (args.tiny / "model.safetensors").exists():
-            build_tiny_gpt_neox(args.tiny, corpus_texts())
-        model = str(args.tiny)
-    elif args.opencalm_3b:
-        model = str(make_opencalm_3b(args.opencalm_3b))
-    else:
-        model = args.model
+    model = model_from_args(args)
     retriever = Retriever(args.index)
     gen = Generator(model, dtype=args.dtype)
     answerer = Answerer(gen, retriever, max_new_tokens=args.max_new_tokens)

@@ -63,6 +63,25 @@ def make_opencalm_3b(out: Path) -> Path:
     return out
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="an existing causal LM (path or id)")
+    src.add_argument("--tiny", type=Path, help="build (if absent) the tiny test model here")
+    src.add_argument("--opencalm-3b", type=Path,
+                     help="build (if absent) a random OpenCALM-3B-shaped model here")
+
+
+def model_from_args(args) -> str:
+    if args.tiny:
+        from tiny_models import build_tiny_gpt_neox
+        if not (args.tiny / "model.safetensors").exists():
+            build_tiny_gpt_neox(args.tiny, corpus_texts())
+        return str(args.tiny)
+    if args.opencalm_3b:
+        return str(make_opencalm_3b(args.opencalm_3b))
+    return args.model
+
+
 def bench_generation(model: str, dtype: str | None, adapter: str | None, prompts: list[str],
                      max_new_tokens: int, device: str | None) -> dict:
     gen = Generator(model, adapter=adapter, dtype=dtype, device=device)
@@ -109,11 +128,7 @@ def bench_overhead(model: str, index: str, questions: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="an existing causal LM (path or id)")
-    src.add_argument("--tiny", type=Path, help="build (if absent) the tiny test model here")
-    src.add_argument("--opencalm-3b", type=Path,
-                     help="build (if absent) a random OpenCALM-3B-shaped model here")
+    add_model_args(ap)
     ap.add_argument("--dtype", action="append", help="dtype(s) to time (auto, bf16, fp16, fp32)")
     ap.add_argument("--lora", action="store_true", help="also time with a random LoRA adapter")
     ap.add_argument("--device", help="cuda, cpu, ... (default: automatic)")
@@ -123,15 +138,7 @@ def main() -> None:
                     "this index")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
-    if args.tiny:
-        from tiny_models import build_tiny_gpt_neox
-        if not (args.tiny / "model.safetensors").exists():
-            build_tiny_gpt_neox(args.tiny, corpus_texts())
-        model = str(args.tiny)
-    elif args.opencalm_3b:
-        model = str(make_opencalm_3b(args.opencalm_3b))
-    else:
-        model = args.model
+    model = model_from_args(args)
     questions = [q.question for q in load_questions(REPO / "corpus" / "questions.jsonl")]
     # Realistic prompts: the question with two articles of context (~600 characters).
     context_text = (REPO / "corpus" / "学則.txt").read_text("utf-8")[2000:2600]
