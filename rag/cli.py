@@ -738,6 +738,7 @@ def slurm_submit(kind, partition, gpus, gpu_type, time_limit, nodes, ntasks, cpu
                                       ("RAG_INGEST_ARGS", extra)) if v})
     else:
         args = extra + (f" --index {index_dir}" if index_dir else "")
+        env["RAG_EVAL_SHARDS"] = str(shards)
         env.update({k: v for k, v in (("RAG_EVAL_QUESTIONS", questions),
                                       ("RAG_EVAL_OUT", out or f"eval/{time.strftime('%Y%m%d-%H%M%S')}"),
                                       ("RAG_EVAL_ARGS", args.strip())) if v})

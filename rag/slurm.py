@@ -125,10 +125,10 @@ def _without_gpus(opts: SubmitOptions) -> SubmitOptions:
 
 
 def status() -> list[dict]:
-    """This project's jobs (names starting with rag-) in the queue."""
+    """This user's jobs of this project (names starting with rag-) in the queue."""
     try:
-        proc = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%M|%l|%R"], capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(["squeue", "--me", "-h", "-o", "%i|%j|%T|%M|%l|%R"],
+                              capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise SlurmError("squeue not found: is this a Slurm login node?") from None
     if proc.returncode != 0:

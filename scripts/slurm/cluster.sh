@@ -34,6 +34,7 @@ up() {
   install -d -o munge -g munge -m 0755 /run/munge      # systemd's RuntimeDirectory
   runuser -u munge -- /usr/sbin/munged                  # munged refuses to run as root
   local host node gres=""
+  rm -f /etc/slurm/gres.conf                            # from an earlier run with fake GPUs
   host=$(hostname -s)
   node="$(slurmd -C | head -n1) NodeAddr=127.0.0.1 State=UNKNOWN"
   if [ "${SLURM_FAKE_GPUS:-0}" -gt 0 ] || [ -n "${SLURM_CPUS:-}" ]; then
