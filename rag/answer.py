@@ -83,14 +83,13 @@ class Answerer:
     # ------------------------------------------------------------------ answer
 
     def retrieve(self, question: str, history: Sequence[Turn] = ()):
-        """Passages for the question; a follow-up is searched together with the previous
-        question so 「では休学中は？」 still finds the topic of the conversation.
-        Returns (sources, retrieval ms, hits)."""
+        """Hits for the question, and the milliseconds retrieval took. A follow-up is
+        searched together with the previous question so 「では休学中は？」 still finds
+        the topic of the conversation."""
         query = question if not history else f"{history[-1].question} {question}"
         started = time.perf_counter()
         hits = self.retriever.search(query, k=self.k, mode=self.mode)
-        ms = (time.perf_counter() - started) * 1000
-        return [Source(h.passage, h.score) for h in hits], ms, hits
+        return hits, (time.perf_counter() - started) * 1000
 
     def is_relevant(self, hits) -> bool:
         """False when nothing was retrieved, or the best dense similarity is under
@@ -100,15 +99,18 @@ class Answerer:
         scores = [h.dense_score for h in hits if h.dense_score is not None]
         return self.min_score is None or not scores or max(scores) >= self.min_score
 
-    def prepare(self, question: str, hits=None, *, retrieval: bool = True):
-        """(prompt, sources, abstained) for one question whose hits are already retrieved
-        (batch evaluation retrieves many questions at once)."""
+    def prepare(self, question: str, hits=None, history: Sequence[Turn] = (), *,
+                retrieval: bool = True) -> tuple[str, list[Source], bool]:
+        """(prompt, sources, abstained) for a question whose hits are already retrieved:
+        the one decision `rag ask`, `rag chat` and batch evaluation share. It abstains
+        when nothing relevant was retrieved, or when no passage fits the window (the
+        sources are then the nearest passages)."""
         if not retrieval:
-            return self.build(question, None)[0], [], False
+            return self.build(question, None, history)[0], [], False
         sources = [Source(h.passage, h.score) for h in hits]
         if not self.is_relevant(hits):
             return "", sources, True
-        prompt, chosen = self.build(question, sources)
+        prompt, chosen = self.build(question, sources, history)
         return (prompt, chosen, False) if chosen else ("", sources, True)
 
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
@@ -117,18 +119,13 @@ class Answerer:
         history = self.fit_history(question, history)
         if retrieval and self.retriever is None:
             raise ValueError("retrieval needs an index")
+        hits = None
         if retrieval:
-            sources, timings["retrieval_ms"], hits = self.retrieve(question, history)
-            if not self.is_relevant(hits):
-                if on_text:
-                    on_text(ABSTAIN_ANSWER)
-                return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
-        else:
-            sources = None
+            hits, timings["retrieval_ms"] = self.retrieve(question, history)
         started = time.perf_counter()
-        prompt, chosen = self.build(question, sources, history)
+        prompt, sources, abstained = self.prepare(question, hits, history, retrieval=retrieval)
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
-        if retrieval and not chosen:        # nothing fits the window: do not answer blind
+        if abstained:
             if on_text:
                 on_text(ABSTAIN_ANSWER)
             return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
@@ -136,4 +133,4 @@ class Answerer:
                                       temperature=self.temperature, on_text=on_text)
         timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
                        generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos)
-        return Answer(question, gen.text.strip(), chosen, False, retrieval, prompt, timings)
+        return Answer(question, gen.text.strip(), sources, False, retrieval, prompt, timings)

@@ -269,47 +269,64 @@ def _generation_options(f):
     return f
 
 
-def _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
-              temperature, min_score, device, dtype, allow_pickle, trust_remote_code,
-              retrieval: bool, log):
-    from ingest import store
-    from ingest.embedder import EmbedderError
-
-    from .answer import Answerer
+def _load_generator(cfg, model=None, adapter=None, *, device=None, dtype=None,
+                    allow_pickle=None, trust_remote_code=None, max_new_tokens=None,
+                    log=lambda s: None):
+    """The generator (+ adapter) for ask, chat and eval, flags over rag.toml. With an
+    adapter and no model: the model the adapter was trained on."""
     from .generate import Generator, GeneratorError, base_model_for
-    from .retrieve import EmbedderMismatch, Retriever
-    from .thesaurus import ThesaurusError
 
-    trust = cfg.gen_trust_remote_code if trust_remote_code is None else trust_remote_code
-    retriever = None
     try:
-        if no_adapter:
-            adapter = None
-        elif adapter is None:
-            adapter = _configured_adapter(cfg, log)
-        # --adapter alone: the model the adapter was trained on; otherwise the configured one.
         if model is None:
             model = base_model_for(adapter, cfg.model) if adapter else cfg.model
-        if retrieval:
-            retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
-                                  trust_remote_code=cfg.trust_remote_code,
-                                  thesaurus=cfg.thesaurus)
-            retriever.warm(mode or cfg.mode)
         log(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
-        generator = Generator(model, adapter=adapter, device=device or cfg.gen_device,
-                              dtype=dtype or cfg.dtype, trust_remote_code=trust,
-                              allow_pickle=cfg.allow_pickle if allow_pickle is None else allow_pickle)
-    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, GeneratorError,
-            ThesaurusError) as e:
+        generator = Generator(
+            model, adapter=adapter, device=device or cfg.gen_device, dtype=dtype or cfg.dtype,
+            trust_remote_code=cfg.gen_trust_remote_code if trust_remote_code is None
+            else trust_remote_code,
+            allow_pickle=cfg.allow_pickle if allow_pickle is None else allow_pickle)
+    except GeneratorError as e:
         raise click.ClickException(str(e)) from None
     new_tokens = max_new_tokens or cfg.max_new_tokens
     if new_tokens >= generator.context_window // 2:
         raise click.ClickException(
             f"--max-new-tokens {new_tokens} leaves too little of {generator.name}'s "
             f"{generator.context_window}-token window for the question and its context")
+    return generator
+
+
+def _load_retriever(cfg, index_dir, mode=None):
+    from ingest import store
+    from ingest.embedder import EmbedderError
+
+    from .retrieve import EmbedderMismatch, Retriever
+    from .thesaurus import ThesaurusError
+
+    try:
+        retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
+                              trust_remote_code=cfg.trust_remote_code, thesaurus=cfg.thesaurus)
+        retriever.warm(mode or cfg.mode)
+    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
+        raise click.ClickException(str(e)) from None
+    return retriever
+
+
+def _answerer(cfg, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+              temperature, min_score, device, dtype, allow_pickle, trust_remote_code,
+              retrieval: bool, log):
+    from .answer import Answerer
+
+    if no_adapter:
+        adapter = None
+    elif adapter is None:
+        adapter = _configured_adapter(cfg, log)
+    retriever = _load_retriever(cfg, index_dir, mode) if retrieval else None
+    generator = _load_generator(cfg, model, adapter, device=device, dtype=dtype,
+                                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                max_new_tokens=max_new_tokens, log=log)
     return Answerer(generator, retriever, k=k or cfg.k, mode=mode or cfg.mode,
                     min_score=cfg.min_score if min_score is None else min_score,
-                    max_new_tokens=new_tokens,
+                    max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                     temperature=cfg.temperature if temperature is None else temperature)
 
 
@@ -506,12 +523,8 @@ def eval():  # noqa: A001 - the command is called eval
 def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, model, adapters,
              k, batch_size, max_new_tokens, shard, device, as_json):
     """Answer every question in each condition and write the report."""
-    from ingest import store
-    from ingest.embedder import EmbedderError
-
     from .evaluate import EvalError, EvalSettings, parse_shard, run
     from .questions import QuestionSetError
-    from .retrieve import EmbedderMismatch, Retriever
 
     cfg = _config(ctx)
     conds = [c.strip() for c in conditions.split(",") if c.strip()]
@@ -524,12 +537,12 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
             shard=parse_shard(shard),
             adapters=[None if a in ("none", "base") else a for a in adapters] or [
                 _configured_adapter(cfg, lambda s: None)])
-        retriever = None
-        if retrieval_only or any(c != "none" for c in conds):
-            retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
-                                  thesaurus=cfg.thesaurus)
-    except (EvalError, store.IndexStoreError, EmbedderMismatch, EmbedderError) as e:
+    except EvalError as e:
         raise click.ClickException(str(e)) from None
+    retriever = None
+    if retrieval_only or any(c != "none" for c in conds):
+        dense = any(c in ("dense", "hybrid") for c in conds) or retrieval_only
+        retriever = _load_retriever(cfg, index_dir, "hybrid" if dense else "bm25")
 
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     try:
@@ -544,15 +557,9 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
 
 def _eval_answerer(cfg, model, adapter, device, retriever, settings):
     from .answer import Answerer
-    from .generate import Generator, GeneratorError, base_model_for
 
-    try:
-        name = model or (base_model_for(adapter, cfg.model) if adapter else cfg.model)
-        generator = Generator(name, adapter=adapter, device=device or cfg.gen_device,
-                              dtype=cfg.dtype, trust_remote_code=cfg.gen_trust_remote_code,
-                              allow_pickle=cfg.allow_pickle)
-    except GeneratorError as e:
-        raise click.ClickException(str(e)) from None
+    generator = _load_generator(cfg, model, adapter, device=device,
+                                max_new_tokens=settings.max_new_tokens)
     return Answerer(generator, retriever, k=settings.k, min_score=cfg.min_score,
                     max_new_tokens=settings.max_new_tokens)
 

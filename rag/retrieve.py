@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ class Retriever:
         queries = [nfkc(q).strip() for q in queries]
         if self.thesaurus:
             queries = [self.thesaurus.expand(q) for q in queries]
-        dense = self._dense(queries, depth) if mode in ("dense", "hybrid") else None
+        dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
         out = []
         for qi in range(len(queries)):
@@ -115,7 +116,7 @@ class Retriever:
                 missing = [i for i, _ in top if i not in cos]
                 if missing:
                     vecs = np.stack([self.index.dense.reconstruct(i) for i in missing])
-                    cos.update(zip(missing, (vecs @ self._query_vectors[qi]).tolist()))
+                    cos.update(zip(missing, (vecs @ qvecs[qi]).tolist()))
             out.append([Hit(r + 1, s, self.passages[i], cos.get(i), bm.get(i))
                         for r, (i, s) in enumerate(top)])
         return out
@@ -124,12 +125,12 @@ class Retriever:
 
     def article(self, source: str, article: str) -> list[Passage]:
         """All passages (項-split parts in order) of one article of one document."""
-        return self._article_index()[0].get((source, article), [])
+        return self._corpus[0].get((source, article), [])
 
     def adjacent_article(self, source: str, article: str, offset: int) -> str | None:
         """The article before (-1) or after (+1) in document order: 前条 of 第16条 is
         第15条の2 when that exists."""
-        order = self._article_index()[1].get(source, [])
+        order = self._corpus[1].get(source, [])
         if article not in order:
             return None
         i = order.index(article) + offset
@@ -138,7 +139,7 @@ class Retriever:
     def resolve_document(self, name: str, current: str) -> str | None:
         """The document a regulation name (学則, 履修規程) refers to: the current one if
         its title ends with the name, else the one document whose title does."""
-        titles = self._article_index()[2]
+        titles = self._corpus[2]
         if titles.get(current, "").endswith(name):
             return current
         matches = [s for s, t in titles.items() if t.endswith(name)]
@@ -146,31 +147,31 @@ class Retriever:
 
     def titles(self) -> dict[str, str]:
         """Document title by source."""
-        return self._article_index()[2]
+        return self._corpus[2]
 
-    def _article_index(self):
-        if not hasattr(self, "_articles"):
-            articles: dict[tuple[str, str], list[Passage]] = {}
-            order: dict[str, list[str]] = {}
-            titles: dict[str, str] = {}
-            for p in self.passages:
-                articles.setdefault((p.source, p.article), []).append(p)
-                titles.setdefault(p.source, p.title)
-                if "条" in p.article and p.article not in order.setdefault(p.source, []):
-                    order[p.source].append(p.article)
-            self._articles = (articles, order, titles)
-        return self._articles
+    @cached_property
+    def _corpus(self):
+        """(passages by (source, article), article order per source, title per source)."""
+        articles: dict[tuple[str, str], list[Passage]] = {}
+        order: dict[str, list[str]] = {}
+        titles: dict[str, str] = {}
+        for p in self.passages:
+            articles.setdefault((p.source, p.article), []).append(p)
+            titles.setdefault(p.source, p.title)
+            if "条" in p.article and p.article not in order.setdefault(p.source, []):
+                order[p.source].append(p.article)
+        return articles, order, titles
 
-    def _dense(self, queries: list[str], depth: int) -> list[list[tuple[int, float]]]:
+    def _dense(self, queries: list[str], depth: int):
+        """Ranked (passage index, cosine) per query, and the query vectors."""
         t0 = time.perf_counter()
         vecs = self.embedder.embed_queries(queries)
-        self._query_vectors = vecs
         t1 = time.perf_counter()
         scores, ids = self.index.dense.search(vecs, depth)
         self.timings["embed_ms"] = (t1 - t0) * 1000
         self.timings["dense_ms"] = (time.perf_counter() - t1) * 1000
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
-                for row_i, row_s in zip(ids, scores)]
+                for row_i, row_s in zip(ids, scores)], vecs
 
     def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
         t0 = time.perf_counter()

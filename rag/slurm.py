@@ -47,23 +47,12 @@ def scripts_dir() -> Path:
 def render(script: str, opts: SubmitOptions, extra: list[str] = ()) -> str:
     """The script with the options as #SBATCH lines and the settings as exports."""
     text = (scripts_dir() / script).read_text(encoding="utf-8")
-    lines = []
-    if opts.job_name:
-        lines.append(f"--job-name={opts.job_name}")
-    if opts.partition:
-        lines.append(f"--partition={opts.partition}")
-    if opts.time:
-        lines.append(f"--time={opts.time}")
-    if opts.nodes:
-        lines.append(f"--nodes={opts.nodes}")
-    if opts.ntasks:
-        lines.append(f"--ntasks={opts.ntasks}")
-        per_node = -(-opts.ntasks // (opts.nodes or 1))
-        lines.append(f"--ntasks-per-node={per_node}")
-    if opts.cpus:
-        lines.append(f"--cpus-per-task={opts.cpus}")
-    if opts.mem:
-        lines.append(f"--mem={opts.mem}")
+    flags = [("job-name", opts.job_name), ("partition", opts.partition), ("time", opts.time),
+             ("nodes", opts.nodes), ("ntasks", opts.ntasks),
+             # tasks spread over the nodes (one torchrun each)
+             ("ntasks-per-node", -(-opts.ntasks // (opts.nodes or 1)) if opts.ntasks else None),
+             ("cpus-per-task", opts.cpus), ("mem", opts.mem)]
+    lines = [f"--{name}={value}" for name, value in flags if value]
     if opts.gpus:
         kind = f"{opts.gpu_type}:" if opts.gpu_type else ""
         lines.append(f"--gpus-per-node={kind}{opts.gpus}" if opts.nodes and opts.nodes > 1
@@ -94,9 +83,8 @@ def submit(kind: str, opts: SubmitOptions, dry_run: bool = False) -> list[dict]:
         if previous:
             extra.append(f"--dependency=afterok:{previous}")
         text = render(script, opts if n == 0 else _without_gpus(opts), extra)
-        name = re.search(r"^#SBATCH --job-name=(\S+)", text, re.M)
-        name = [m for m in re.findall(r"^#SBATCH --job-name=(\S+)", text, re.M)][-1] \
-            if name else script
+        names = re.findall(r"^#SBATCH --job-name=(\S+)", text, re.M)
+        name = names[-1] if names else script           # the last one is the one sbatch uses
         if dry_run:
             jobs.append({"script": script, "rendered": text, "job_id": None})
             continue

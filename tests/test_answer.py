@@ -307,8 +307,8 @@ def test_adapter_trained_elsewhere_goes_on_the_configured_model(tiny_adapter, ti
 def test_chat_follow_up_is_retrieved_with_the_conversation(corpus_index, tiny_generator,
                                                           generator, retriever):
     answerer = Answerer(generator, retriever)
-    alone, _, _ = answerer.retrieve("では休学中はどうなりますか？")
-    followed, _, _ = answerer.retrieve("では休学中はどうなりますか？",
+    alone, _ = answerer.retrieve("では休学中はどうなりますか？")
+    followed, _ = answerer.retrieve("では休学中はどうなりますか？",
                                        [Turn("授業料はいつまでに払いますか？", "…")])
     assert [s.passage.id for s in alone] != [s.passage.id for s in followed]
     r = _run("chat", "--index", corpus_index, "--model", tiny_generator, "--max-new-tokens", 6,

@@ -116,8 +116,8 @@ def bench_overhead(model: str, index: str, questions: list[str]) -> dict:
     times, retrieval = [], []
     for q in questions:
         t0 = time.perf_counter()
-        sources, ms, _ = answerer.retrieve(q)
-        answerer.build(q, sources)
+        hits, ms = answerer.retrieve(q)
+        answerer.prepare(q, hits)
         times.append((time.perf_counter() - t0) * 1000)
         retrieval.append(ms)
     times.sort()
