@@ -154,9 +154,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         data = prepare(cfg.data, tokenizer, cfg.max_length, cfg.eval_fraction,
                        cfg.max_eval_examples, cfg.seed, cache)
 
+    # Each rank loads straight onto its own GPU: no host copy of the weights per rank.
     model = AutoModelForCausalLM.from_pretrained(
         cfg.model, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-        use_safetensors=None if cfg.allow_pickle else True)
+        use_safetensors=None if cfg.allow_pickle else True,
+        device_map=device if device.startswith("cuda") else None)
     targets = _targets(cfg, model)
     if dtype == torch.float16:
         # fp16 overflows in layer norms and the head (GPT-NeoX on V100): keep them fp32.
@@ -265,8 +267,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         step_loss = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
             cursor = (step * cfg.grad_accum + micro) * world + rank
-            batch = {k: v.to(device) for k, v in collate(
-                [data.train[j] for j in micro_batches(cursor)], tokenizer.pad_token_id).items()}
+            batch = collate([data.train[j] for j in micro_batches(cursor)],
+                            tokenizer.pad_token_id)
+            # Counted on the CPU: reading it back from the GPU would wait for every step.
+            window_tokens += int(batch["attention_mask"].sum()) * world
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             sync = micro == cfg.grad_accum - 1 or world == 1
             ctx = ddp_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
             with ctx:
@@ -274,7 +279,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                     loss = ddp_model(**batch).loss / cfg.grad_accum
                 scaler.scale(loss).backward()
             step_loss += loss.detach().float()
-            window_tokens += int(batch["attention_mask"].sum()) * world
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         scaler.step(optimizer)

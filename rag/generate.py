@@ -7,6 +7,7 @@ the end-of-text token stops generation. Load once, generate many times.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -131,9 +132,11 @@ class Generator:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 tok_source, trust_remote_code=trust_remote_code)
+            # Straight onto a GPU: no second copy of the weights through host memory.
             self.model = AutoModelForCausalLM.from_pretrained(
                 base, dtype=self.dtype, trust_remote_code=trust_remote_code,
-                use_safetensors=None if allow_pickle else True)
+                use_safetensors=None if allow_pickle else True,
+                device_map=self.device if self.device.startswith("cuda") else None)
         except OSError as e:
             if "safetensors" in str(e) and not allow_pickle:
                 raise GeneratorError(
@@ -230,8 +233,6 @@ class Generator:
     def generate(self, prompt: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  on_text: Callable[[str], None] | None = None) -> Generation:
         """Generate after `prompt`; `on_text` receives the text as it streams."""
-        from transformers import TextIteratorStreamer
-
         torch = self._torch
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(
             self.device)
@@ -240,8 +241,8 @@ class Generator:
             raise GeneratorError(f"prompt ({prompt_len} tokens) + max_new_tokens "
                                  f"({max_new_tokens}) exceeds the context window "
                                  f"({self.context_window})")
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=True)
+        streamer = _timed_streamer_class()(self.tokenizer, skip_prompt=True,
+                                           skip_special_tokens=True)
         kwargs = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
                       eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
         if temperature > 0:
@@ -261,11 +262,8 @@ class Generator:
         started = time.perf_counter()
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        first = None
         pieces = []
         for piece in streamer:
-            if piece and first is None:
-                first = (time.perf_counter() - started) * 1000
             pieces.append(piece)
             if on_text and piece:
                 on_text(piece)
@@ -274,7 +272,25 @@ class Generator:
             raise GeneratorError(f"generation failed: {result['error']}")
         elapsed = time.perf_counter() - started
         new = result["ids"][0, prompt_len:].tolist()
+        first = (streamer.first_token_at - started) * 1000 if streamer.first_token_at else None
         stopped = bool(new) and new[-1] in self.stop_ids
         n = len(new)
         return Generation("".join(pieces), n, first, n / elapsed if elapsed > 0 and n else None,
                           stopped)
+
+
+@functools.cache
+def _timed_streamer_class():          # transformers is imported on first use only
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        """Streams text, and notes when the first new token arrives: the token, not its
+        text, which may wait for the next token to complete a character."""
+        first_token_at: float | None = None
+
+        def put(self, value):
+            if self.first_token_at is None and not self.next_tokens_are_prompt:
+                self.first_token_at = time.perf_counter()
+            super().put(value)
+
+    return TimedStreamer

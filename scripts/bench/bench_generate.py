@@ -35,6 +35,9 @@ OPENCALM_3B = dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=
                    rotary_pct=1.0, rotary_emb_base=10000, use_parallel_residual=False,
                    tie_word_embeddings=False, hidden_act="gelu", layer_norm_eps=1e-5,
                    bos_token_id=0, eos_token_id=0, initializer_range=0.02)
+# The random models get a tokenizer trained on the sample corpus (OpenCALM's own cannot
+# be downloaded here); its ids all fall inside the model's 52,224-entry embedding.
+RANDOM_3B_TOKENIZER_VOCAB = 8000
 
 
 def corpus_texts() -> list[str]:
@@ -43,20 +46,29 @@ def corpus_texts() -> list[str]:
             if f.suffix in {".txt", ".md", ".html", ".pdf"}]
 
 
-def make_opencalm_3b(out: Path) -> Path:
-    """Random weights in OpenCALM-3B's exact shape, with a tokenizer of its vocab size."""
+# OpenCALM-7B differs from 3B only in width (field notes §D.1).
+OPENCALM_SIZES = {"3b": {}, "7b": dict(hidden_size=4096, intermediate_size=16384)}
+
+
+def make_random_opencalm(out: Path, size: str = "3b") -> Path:
+    """Random weights in OpenCALM's exact shape (fp16 safetensors, as the Hub's), with a
+    tokenizer trained on the sample corpus."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from tiny_models import build_tiny_gpt_neox
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return out
-    build_tiny_gpt_neox(out / "tok", corpus_texts(), vocab_size=8000)   # tokenizer only
+    build_tiny_gpt_neox(out / "tok", corpus_texts(), vocab_size=RANDOM_3B_TOKENIZER_VOCAB)
+    config = GPTNeoXConfig(pad_token_id=1, **{**OPENCALM_3B, **OPENCALM_SIZES[size]})
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = GPTNeoXForCausalLM(GPTNeoXConfig(pad_token_id=1, **OPENCALM_3B)).half()
+        model = GPTNeoXForCausalLM(config).half()
     n = sum(p.numel() for p in model.parameters())
-    print(f"built random OpenCALM-3B: {n / 1e9:.3f}B parameters", file=sys.stderr)
+    print(f"built random OpenCALM-{size}: {n / 1e9:.3f}B parameters", file=sys.stderr)
     model.save_pretrained(out, safe_serialization=True)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     for f in (out / "tok").iterdir():
         if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
             f.rename(out / f.name)
@@ -69,16 +81,19 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     src.add_argument("--tiny", type=Path, help="build (if absent) the tiny test model here")
     src.add_argument("--opencalm-3b", type=Path,
                      help="build (if absent) a random OpenCALM-3B-shaped model here")
+    ap.add_argument("--tiny-vocab", type=int, default=3000,
+                    help=f"vocabulary of the tiny model's tokenizer ({RANDOM_3B_TOKENIZER_VOCAB}"
+                    " gives the random 3B model's tokenizer)")
 
 
 def model_from_args(args) -> str:
     if args.tiny:
         from tiny_models import build_tiny_gpt_neox
         if not (args.tiny / "model.safetensors").exists():
-            build_tiny_gpt_neox(args.tiny, corpus_texts())
+            build_tiny_gpt_neox(args.tiny, corpus_texts(), vocab_size=args.tiny_vocab)
         return str(args.tiny)
     if args.opencalm_3b:
-        return str(make_opencalm_3b(args.opencalm_3b))
+        return str(make_random_opencalm(args.opencalm_3b))
     return args.model
 
 
@@ -86,17 +101,21 @@ def bench_generation(model: str, dtype: str | None, adapter: str | None, prompts
                      max_new_tokens: int, device: str | None) -> dict:
     gen = Generator(model, adapter=adapter, dtype=dtype, device=device)
     gen.generate(prompts[0], max_new_tokens=4)                     # warm-up (kernels, caches)
-    first, rates = [], []
+    first, rates, decode, lengths = [], [], [], []
     for p in prompts:
         g = gen.generate(p, max_new_tokens=max_new_tokens)
-        if g.first_token_ms:
+        lengths.append(g.new_tokens)
+        rates.append(g.tokens_per_s or 0)              # whole answer, prompt included
+        if g.first_token_ms and g.tokens_per_s and g.new_tokens > 1:
             first.append(g.first_token_ms)
-        # tokens/s of the decode phase: force the full length for a stable figure
-        rates.append(g.tokens_per_s or 0)
+            total_ms = g.new_tokens / g.tokens_per_s * 1000
+            decode.append((g.new_tokens - 1) / (total_ms - g.first_token_ms) * 1000)
     out = {"model": model, "adapter": adapter, "device": gen.device, "dtype": str(gen.dtype),
            "load_s": round(gen.load_s, 2), "prompts": len(prompts),
+           "new_tokens_mean": round(statistics.mean(lengths), 1),
            "first_token_ms_p50": round(statistics.median(first), 1) if first else None,
-           "tokens_per_s_p50": round(statistics.median(rates), 1)}
+           "tokens_per_s_p50": round(statistics.median(rates), 1),
+           "decode_tokens_per_s_p50": round(statistics.median(decode), 1) if decode else None}
     try:
         import torch
         if torch.cuda.is_available():
