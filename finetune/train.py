@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from rag.generate import pick_device_dtype
+    from rag.generate import pick_device_dtype, use_shape_agnostic_attention
 
     hf_logging.disable_progress_bar()
     started = time.time()
@@ -136,6 +136,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     out = Path(cfg.out)
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     _, dtype = pick_device_dtype(device, cfg.dtype)
+    use_shape_agnostic_attention(device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
