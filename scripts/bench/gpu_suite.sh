@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of docs/benchmarks.md in one run (about 8 minutes on one H100):
+# Every GPU figure of docs/benchmarks.md in one run (about 6 minutes on one H100):
 # generation speed (random OpenCALM-3B, bf16/fp16, with and without LoRA), batched
 # evaluation throughput, fine-tuning throughput/MFU/memory for 3B, and whether 7B fits.
 #
