@@ -127,7 +127,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from rag.generate import pick_device_dtype, use_shape_agnostic_attention
+    from ingest.attention import use_shape_agnostic_attention
+    from rag.generate import pick_device_dtype
 
     hf_logging.disable_progress_bar()
     started = time.time()

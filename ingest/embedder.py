@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention import use_shape_agnostic_attention
+
 # Retrieval models are trained with these query/passage prefixes; without them
 # quality drops (the e5 FAQ warns about it). Matched against the model name.
 KNOWN_PREFIXES: list[tuple[str, str, str]] = [
@@ -89,6 +91,7 @@ class Embedder:
         except (ValueError, RuntimeError, AssertionError, KeyError) as e:
             raise EmbedderError(f"cannot load embedder {name!r} on device {device or 'auto'}: "
                                 f"{e}") from None
+        use_shape_agnostic_attention(str(self.model.device))   # every batch has a new width
         # The model's own declared prompts first, then the known families by name.
         prompts = getattr(self.model, "prompts", None) or {}
         declared = ((prompts["query"], prompts.get("document", prompts.get("passage", "")))
