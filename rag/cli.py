@@ -220,7 +220,8 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
                               embedder=embedder or os.environ.get("RAG_EMBEDDER"),
                               device=device or cfg.device,
                               trust_remote_code=cfg.trust_remote_code,
-                              thesaurus=None if no_expand else cfg.thesaurus)
+                              thesaurus=None if no_expand else cfg.thesaurus,
+                              bm25_weight=cfg.bm25_weight)
         results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
     except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
         raise click.ClickException(str(e)) from None
@@ -304,7 +305,8 @@ def _load_retriever(cfg, index_dir, mode=None):
 
     try:
         retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
-                              trust_remote_code=cfg.trust_remote_code, thesaurus=cfg.thesaurus)
+                              trust_remote_code=cfg.trust_remote_code, thesaurus=cfg.thesaurus,
+                              bm25_weight=cfg.bm25_weight)
         retriever.warm(mode or cfg.mode)
     except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
         raise click.ClickException(str(e)) from None
@@ -667,7 +669,8 @@ def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negativ
 
     cfg = _config(ctx)
     try:
-        rows = build(Retriever(index_dir or Path(cfg.index), thesaurus=cfg.thesaurus),
+        rows = build(Retriever(index_dir or Path(cfg.index), thesaurus=cfg.thesaurus,
+                               bm25_weight=cfg.bm25_weight),
                      questions, k=k, seed=seed, negatives=not no_negatives)
     except (store.IndexStoreError, QuestionSetError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -230,11 +230,12 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
                          "embedder": m["embedder"]["name"],
                          "embedder_revision": m["embedder"]["revision"],
                          "passages": m.get("passages")}
+        meta["bm25_weight"] = retriever.bm25_weight
     return meta
 
 
 # What must not change between an interrupted run and its continuation, or between shards.
-_SAME = ("questions_sha256", "k", "max_new_tokens")
+_SAME = ("questions_sha256", "k", "max_new_tokens", "bm25_weight")
 
 
 def _check_same_run(out: Path, meta: dict) -> None:
@@ -384,7 +385,9 @@ def _markdown(rows: list[dict], summary: dict) -> str:
     lines = ["# Evaluation report", "",
              f"Questions: `{summary['settings'].get('questions', '?')}` "
              f"(sha256 {summary['settings'].get('questions_sha256', '?')}), "
-             f"k = {summary['settings'].get('k')}.", ""]
+             f"k = {summary['settings'].get('k')}"
+             + (f", BM25 weight {summary['settings']['bm25_weight']} in hybrid fusion"
+                if "bm25_weight" in summary["settings"] else "") + ".", ""]
     if "index" in summary["settings"]:
         ix = summary["settings"]["index"]
         lines += [f"Index: `{ix['path']}` ({ix['passages']} passages, embedder "

@@ -14,7 +14,7 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
-from .config import MODES
+from .config import BM25_WEIGHT, MODES
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
@@ -45,8 +45,10 @@ class Retriever:
 
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
                  device: str | None = None, trust_remote_code: bool = False,
-                 thesaurus: str | Path | None = DEFAULT_THESAURUS):
+                 thesaurus: str | Path | None = DEFAULT_THESAURUS,
+                 bm25_weight: float = BM25_WEIGHT):
         self.index_dir = Path(index_dir)
+        self.bm25_weight = bm25_weight
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
         self.info = self.index.manifest["embedder"]
@@ -108,7 +110,8 @@ class Retriever:
             elif mode == "bm25":
                 ranked = sparse[qi]
             else:
-                ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]])
+                ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]],
+                                                weights=[1.0, self.bm25_weight])
             cos = dict(dense[qi]) if dense else {}
             bm = dict(sparse[qi]) if sparse else {}
             top = ranked[:k]
@@ -187,11 +190,11 @@ class Retriever:
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
 
-def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]],
-                           k: int = RRF_K) -> list[tuple[int, float]]:
-    """Fuse ranked lists of (passage index, score) by sum of 1 / (k + rank)."""
+def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K,
+                           weights: list[float] | None = None) -> list[tuple[int, float]]:
+    """Fuse ranked lists of (passage index, score) by the sum of weight / (k + rank)."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, (i, _) in enumerate(ranking, start=1):
-            fused[i] = fused.get(i, 0.0) + 1.0 / (k + rank)
+            fused[i] = fused.get(i, 0.0) + weight / (k + rank)
     return sorted(fused.items(), key=lambda x: (-x[1], x[0]))

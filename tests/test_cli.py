@@ -166,6 +166,8 @@ def test_bare_ingest_rereads_exactly_the_inputs(corpus_copy, tmp_path, tiny_embe
     ('[ingest]\ntrust_remote_code = "no"\n', "trust_remote_code must be true or false"),
     ('[search]\nthesaurus = 1\n', "[search] thesaurus must be a string"),
     ('[search]\nmode = "fuzzy"\n', "mode must be one of"),
+    ('[search]\nbm25_weight = "high"\n', "[search] bm25_weight must be a number"),
+    ('[search]\nbm25_weight = -1\n', "bm25_weight must be 0 or more"),
     ('index = \n', "rag.toml"),
 ])
 def test_config_values_are_type_checked(tmp_path, body, error):

@@ -12,7 +12,7 @@ import pytest
 
 from ingest import store
 from ingest.pipeline import IngestError, IngestSettings, ingest
-from rag.retrieve import EmbedderMismatch, Retriever
+from rag.retrieve import EmbedderMismatch, Retriever, reciprocal_rank_fusion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -306,3 +306,14 @@ def test_hub_models_are_identified_by_their_cached_commit(tmp_path, tiny_embedde
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [commit, "'query:", "'", "'passage:", "'"]
+
+
+def test_reciprocal_rank_fusion_weights():
+    dense = [(7, 0.9), (5, 0.8)]
+    bm25 = [(5, 12.0), (3, 9.0)]
+    # equal votes: 7 (1/61, dense only) beats 3 (1/62, BM25 only)
+    assert [i for i, _ in reciprocal_rank_fusion([dense, bm25], k=60)] == [5, 7, 3]
+    # BM25 counted twice: 3 (2/62) overtakes 7 (1/61)
+    fused = reciprocal_rank_fusion([dense, bm25], k=60, weights=[1.0, 2.0])
+    assert [i for i, _ in fused] == [5, 3, 7]
+    assert fused[0][1] == pytest.approx(1 / 62 + 2 / 61)

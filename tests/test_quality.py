@@ -13,14 +13,14 @@ from rag.retrieve import Retriever
 
 pytestmark = pytest.mark.quality
 
-FLOORS = {  # mode: (hit@1, hit@5) on questions.jsonl; measured 0.77/0.95, 0.64/0.92, 0.80/0.97
-    "bm25": (0.72, 0.92),
+FLOORS = {  # mode: (hit@1, hit@5) on questions.jsonl; measured 0.79/0.95, 0.64/0.92, 0.83/0.98
+    "bm25": (0.74, 0.92),
     "dense": (0.58, 0.88),
-    "hybrid": (0.76, 0.94),
+    "hybrid": (0.79, 0.96),
 }
 # heldout.jsonl was written without seeing questions.jsonl or the thesaurus, so it
-# measures how the tuning generalises; measured hybrid 0.78/0.89.
-HELDOUT_FLOOR = (0.70, 0.85)
+# measures how the tuning generalises; measured hybrid 0.81/0.89.
+HELDOUT_FLOOR = (0.76, 0.85)
 
 
 def _summary(retriever, questions, mode):
@@ -63,3 +63,15 @@ def test_thesaurus_helps_on_heldout_questions(e5_retriever):
     finally:
         e5_retriever.thesaurus = thesaurus
     assert expanded > plain, (expanded, plain)
+
+
+def test_weighting_bm25_in_the_fusion_helps_on_heldout_questions(e5_retriever):
+    """The weight was chosen on questions.jsonl; it must not hurt the held-out set."""
+    qs = load_questions(CORPUS / "heldout.jsonl")
+    weighted = _summary(e5_retriever, qs, "hybrid")["mrr"]
+    weight, e5_retriever.bm25_weight = e5_retriever.bm25_weight, 1.0
+    try:
+        equal = _summary(e5_retriever, qs, "hybrid")["mrr"]
+    finally:
+        e5_retriever.bm25_weight = weight
+    assert weight == 2.0 and weighted > equal, (weighted, equal)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from rag.config import BM25_WEIGHT, MODES  # noqa: E402
 from rag.metrics import retrieval_summary  # noqa: E402
 from rag.questions import load_questions  # noqa: E402
-from rag.config import MODES  # noqa: E402
 from rag.retrieve import Retriever  # noqa: E402
 
 
@@ -26,11 +26,14 @@ def main() -> None:
     ap.add_argument("--index", required=True, type=Path, help="index directory")
     ap.add_argument("-k", type=int, default=5, help="cut-off for hit@k and recall@k")
     ap.add_argument("--no-expand", action="store_true", help="no thesaurus query expansion")
+    ap.add_argument("--bm25-weight", type=float, default=BM25_WEIGHT,
+                    help=f"BM25's vote in hybrid fusion (default {BM25_WEIGHT})")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
-    retriever = Retriever(args.index, thesaurus=None if args.no_expand else "default")
+    retriever = Retriever(args.index, thesaurus=None if args.no_expand else "default",
+                          bm25_weight=args.bm25_weight)
     report = {"index": str(args.index), "embedder": retriever.info["name"], "k": args.k,
-              "expand": not args.no_expand, "sets": {}}
+              "expand": not args.no_expand, "bm25_weight": args.bm25_weight, "sets": {}}
     for path in args.questions:
         qs = load_questions(path)
         report["sets"][path.name] = {}
