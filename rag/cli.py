@@ -203,28 +203,15 @@ def _print_hits(query: str, hits, full: bool) -> None:
 def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
            as_json):
     """Find the passages of the regulations that answer QUESTION."""
-    from ingest import store
-    from ingest.embedder import EmbedderError
-
-    from .retrieve import EmbedderMismatch, Retriever
-    from .thesaurus import ThesaurusError
-
     if bool(question) == bool(queries_file):
         raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
     cfg = _config(ctx)
     k = k or cfg.k
     mode = mode or cfg.mode
     queries = _read_queries(queries_file) if queries_file else [{"query": question}]
-    try:
-        retriever = Retriever(index_dir or Path(cfg.index),
-                              embedder=embedder or os.environ.get("RAG_EMBEDDER"),
-                              device=device or cfg.device,
-                              trust_remote_code=cfg.trust_remote_code,
-                              thesaurus=None if no_expand else cfg.thesaurus,
-                              bm25_weight=cfg.bm25_weight)
-        results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
-    except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
-        raise click.ClickException(str(e)) from None
+    retriever = _load_retriever(cfg, index_dir, mode, embedder=embedder, device=device,
+                                expand=not no_expand)
+    results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
     for q, hits in zip(queries, results):
         if as_json and queries_file:
             _echo_json({**q, "results": [h.to_json() for h in hits]})
@@ -296,7 +283,10 @@ def _load_generator(cfg, model=None, adapter=None, *, device=None, dtype=None,
     return generator
 
 
-def _load_retriever(cfg, index_dir, mode=None):
+def _load_retriever(cfg, index_dir, mode=None, *, embedder=None, device=None, expand=True):
+    """The index with the configured search settings, loaded for `mode`; every command
+    that retrieves comes through here, so they all report a bad index, embedder or
+    thesaurus the same way."""
     from ingest import store
     from ingest.embedder import EmbedderError
 
@@ -304,8 +294,11 @@ def _load_retriever(cfg, index_dir, mode=None):
     from .thesaurus import ThesaurusError
 
     try:
-        retriever = Retriever(index_dir or Path(cfg.index), device=cfg.device,
-                              trust_remote_code=cfg.trust_remote_code, thesaurus=cfg.thesaurus,
+        retriever = Retriever(index_dir or Path(cfg.index),
+                              embedder=embedder or os.environ.get("RAG_EMBEDDER"),
+                              device=device or cfg.device,
+                              trust_remote_code=cfg.trust_remote_code,
+                              thesaurus=cfg.thesaurus if expand else None,
                               bm25_weight=cfg.bm25_weight)
         retriever.warm(mode or cfg.mode)
     except (store.IndexStoreError, EmbedderMismatch, EmbedderError, ThesaurusError) as e:
@@ -661,18 +654,15 @@ def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negativ
     and contexts without the answer -> the abstaining answer."""
     from collections import Counter
 
-    from ingest import store
     from finetune.build_data import build, write
 
     from .questions import QuestionSetError
-    from .retrieve import Retriever
 
     cfg = _config(ctx)
+    retriever = _load_retriever(cfg, index_dir, "hybrid")
     try:
-        rows = build(Retriever(index_dir or Path(cfg.index), thesaurus=cfg.thesaurus,
-                               bm25_weight=cfg.bm25_weight),
-                     questions, k=k, seed=seed, negatives=not no_negatives)
-    except (store.IndexStoreError, QuestionSetError, ValueError) as e:
+        rows = build(retriever, questions, k=k, seed=seed, negatives=not no_negatives)
+    except (QuestionSetError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     write(rows, out_file)
     counts = Counter(r["kind"] for r in rows)

@@ -202,3 +202,14 @@ def test_bad_device_is_a_clear_error(corpus_copy, tmp_path, tiny_embedder):
     r = run("ingest", corpus_copy, "--index", tmp_path / "idx", "--embedder", tiny_embedder,
             "--device", "nosuchdevice")
     assert r.exit_code == 1 and "cannot load embedder" in r.output, r.output
+
+
+def test_every_retrieving_command_reports_a_bad_thesaurus(corpus_index, tmp_path):
+    from conftest import CORPUS
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text(f'[search]\nthesaurus = "{tmp_path / "missing.tsv"}"\n', encoding="utf-8")
+    for args in (["search", "除籍", "--index", corpus_index],
+                 ["finetune", "build-data", CORPUS / "questions.jsonl", "--index", corpus_index,
+                  "--out", tmp_path / "rows.jsonl"]):
+        r = run("--config", cfg, *args)
+        assert r.exit_code == 1 and "missing.tsv: thesaurus file not found" in r.output, r.output
