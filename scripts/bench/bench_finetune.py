@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import tempfile
@@ -67,7 +68,6 @@ def lengths_for(kind: str, seq: int, mean: float, n: int, seed: int = 0) -> list
         return [seq] * n
     rng = random.Random(seed)                    # lognormal, like instruction data
     sigma = 0.8
-    import math
     mu = math.log(mean) - sigma ** 2 / 2
     return [min(seq, max(48, round(rng.lognormvariate(mu, sigma)))) for _ in range(n)]
 

@@ -37,7 +37,7 @@ OPENCALM_3B = dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=
                    bos_token_id=0, eos_token_id=0, initializer_range=0.02)
 # The random models get a tokenizer trained on the sample corpus (OpenCALM's own cannot
 # be downloaded here); its ids all fall inside the model's 52,224-entry embedding.
-RANDOM_3B_TOKENIZER_VOCAB = 8000
+RANDOM_TOKENIZER_VOCAB = 8000
 
 
 def corpus_texts() -> list[str]:
@@ -59,7 +59,7 @@ def make_random_opencalm(out: Path, size: str = "3b") -> Path:
     from tiny_models import build_tiny_gpt_neox
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return out
-    build_tiny_gpt_neox(out / "tok", corpus_texts(), vocab_size=RANDOM_3B_TOKENIZER_VOCAB)
+    build_tiny_gpt_neox(out / "tok", corpus_texts(), vocab_size=RANDOM_TOKENIZER_VOCAB)
     config = GPTNeoXConfig(pad_token_id=1, **{**OPENCALM_3B, **OPENCALM_SIZES[size]})
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = GPTNeoXForCausalLM(config).half()
@@ -82,8 +82,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     src.add_argument("--opencalm-3b", type=Path,
                      help="build (if absent) a random OpenCALM-3B-shaped model here")
     ap.add_argument("--tiny-vocab", type=int, default=3000,
-                    help=f"vocabulary of the tiny model's tokenizer ({RANDOM_3B_TOKENIZER_VOCAB}"
-                    " gives the random 3B model's tokenizer)")
+                    help=f"vocabulary of the tiny model's tokenizer ({RANDOM_TOKENIZER_VOCAB}"
+                    " gives the random OpenCALM models' tokenizer)")
 
 
 def model_from_args(args) -> str:
