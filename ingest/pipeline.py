@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .embedder import Embedder, EmbedderInfo, resolve_revision
+from .embedder import DEFAULT_EMBEDDER, Embedder, EmbedderInfo, resolve_revision
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .splitter import SPLITTER_VERSION, change_key, split_document
@@ -88,7 +88,6 @@ class IngestReport:
 class IngestSettings:
     embedder: str | None = None          # an explicit choice: re-embeds if it differs
     default_embedder: str | None = None  # for a new index only (config file, RAG_EMBEDDER)
-    embedder_revision: str | None = None
     query_prefix: str | None = None
     passage_prefix: str | None = None
     max_tokens: int | None = None        # None: the embedder's own window
@@ -179,9 +178,9 @@ class _LazyEmbedder:
         if self._model is None:
             s = self.settings
             self.log(f"loading embedder {self.name}")
-            self._model = Embedder(self.name, revision=s.embedder_revision,
-                                   query_prefix=self.prefixes[0], passage_prefix=self.prefixes[1],
-                                   device=s.device, batch_size=s.batch_size,
+            self._model = Embedder(self.name, query_prefix=self.prefixes[0],
+                                   passage_prefix=self.prefixes[1], device=s.device,
+                                   batch_size=s.batch_size,
                                    trust_remote_code=s.trust_remote_code)
         return self._model
 
@@ -196,7 +195,7 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
     # An existing index keeps its embedder unless one is named explicitly: a changed
     # default in rag.toml must not silently re-embed (and re-split) everything.
     name = (settings.embedder or old_embedder.get("name") or settings.default_embedder
-            or _default_embedder())
+            or DEFAULT_EMBEDDER)
     if Path(name).is_dir():
         name = str(Path(name).resolve())
     same_model = bool(old) and name == old_embedder.get("name")
@@ -212,7 +211,7 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
                   or settings.default_dense)
     # Same model (name and weights), prefixes and splitter: unchanged files are carried
     # over as they are. Anything else redoes every vector (and every passage size).
-    revision = resolve_revision(name, settings.embedder_revision) if same_model else None
+    revision = resolve_revision(name) if same_model else None
     same_setup = (same_model and old_manifest.get("splitter") == splitter_cfg
                   and prefixes == (old_embedder.get("query_prefix"),
                                    old_embedder.get("passage_prefix"))
@@ -376,11 +375,6 @@ def _load_previous(index_dir: Path, log) -> store.StoredIndex | None:
     except store.IndexStoreError as e:
         log(f"ignoring the existing index ({e}); rebuilding from scratch")
         return None
-
-
-def _default_embedder() -> str:
-    from .embedder import DEFAULT_EMBEDDER
-    return DEFAULT_EMBEDDER
 
 
 def _now() -> str:

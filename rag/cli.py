@@ -209,8 +209,10 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
     k = k or cfg.k
     mode = mode or cfg.mode
     queries = _read_queries(queries_file) if queries_file else [{"query": question}]
-    retriever = _load_retriever(cfg, index_dir, mode, embedder=embedder, device=device,
-                                expand=not no_expand)
+    # Only search checks an explicit embedder (flag or RAG_EMBEDDER) against the index's.
+    retriever = _load_retriever(cfg, index_dir, mode,
+                                embedder=embedder or os.environ.get("RAG_EMBEDDER"),
+                                device=device, expand=not no_expand)
     results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
     for q, hits in zip(queries, results):
         if as_json and queries_file:
@@ -295,8 +297,7 @@ def _load_retriever(cfg, index_dir, mode=None, *, embedder=None, device=None, ex
 
     try:
         retriever = Retriever(index_dir or Path(cfg.index),
-                              embedder=embedder or os.environ.get("RAG_EMBEDDER"),
-                              device=device or cfg.device,
+                              embedder=embedder, device=device or cfg.device,
                               trust_remote_code=cfg.trust_remote_code,
                               thesaurus=cfg.thesaurus if expand else None,
                               bm25_weight=cfg.bm25_weight)

@@ -1,7 +1,6 @@
 """Search an index: dense (FAISS), BM25 (bm25s + Sudachi) or both fused by rank."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +30,6 @@ class Hit:
     score: float                       # the mode's score (RRF for hybrid)
     passage: Passage
     dense_score: float | None = None   # cosine similarity, when dense search ran
-    bm25_score: float | None = None
 
     def to_json(self) -> dict:
         p = self.passage
@@ -62,7 +60,6 @@ class Retriever:
         self._embedder_args = dict(device=device, trust_remote_code=trust_remote_code)
         self._embedder: Embedder | None = None
         self.tokenizer = JapaneseTokenizer()
-        self.timings: dict[str, float] = {}
 
     @property
     def passages(self) -> list[Passage]:
@@ -113,14 +110,13 @@ class Retriever:
                 ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]],
                                                 weights=[1.0, self.bm25_weight])
             cos = dict(dense[qi]) if dense else {}
-            bm = dict(sparse[qi]) if sparse else {}
             top = ranked[:k]
             if dense:     # a hit found by BM25 alone still gets its similarity (abstention)
                 missing = [i for i, _ in top if i not in cos]
                 if missing:
                     vecs = np.stack([self.index.dense.reconstruct(i) for i in missing])
                     cos.update(zip(missing, (vecs @ qvecs[qi]).tolist()))
-            out.append([Hit(r + 1, s, self.passages[i], cos.get(i), bm.get(i))
+            out.append([Hit(r + 1, s, self.passages[i], cos.get(i))
                         for r, (i, s) in enumerate(top)])
         return out
 
@@ -167,17 +163,12 @@ class Retriever:
 
     def _dense(self, queries: list[str], depth: int):
         """Ranked (passage index, cosine) per query, and the query vectors."""
-        t0 = time.perf_counter()
         vecs = self.embedder.embed_queries(queries)
-        t1 = time.perf_counter()
         scores, ids = self.index.dense.search(vecs, depth)
-        self.timings["embed_ms"] = (t1 - t0) * 1000
-        self.timings["dense_ms"] = (time.perf_counter() - t1) * 1000
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
                 for row_i, row_s in zip(ids, scores)], vecs
 
     def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
-        t0 = time.perf_counter()
         bm25 = self.index.bm25
         ids = [bm25.vocab_dict[t] for t in self.tokenizer.tokenize(query) if t in bm25.vocab_dict]
         if not ids:
@@ -185,7 +176,6 @@ class Retriever:
         scores = bm25.get_scores_from_ids(ids)
         top = np.argpartition(-scores, min(depth, len(scores) - 1))[:depth]
         top = top[np.argsort(-scores[top], kind="stable")]
-        self.timings["bm25_ms"] = (time.perf_counter() - t0) * 1000
         # Passages that share no word with the question are not BM25 results at all.
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
