@@ -92,6 +92,8 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **flags) -
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
         data = {**data.pop("train", {}), **data}       # keys may sit under [train]
         for key, value in data.items():
             _set(cfg, key, value, str(path))

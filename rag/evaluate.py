@@ -242,7 +242,11 @@ def _check_same_run(out: Path, meta: dict) -> None:
     """A continued run must be the same evaluation; its settings live in eval.json."""
     path = out / "eval.json"
     if path.is_file():
-        before = json.loads(path.read_text("utf-8"))
+        try:
+            before = json.loads(path.read_text("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise EvalError(f"{path} is damaged ({e}); use another --out, or delete it to "
+                            "start this run over") from None
         changed = [k for k in _SAME + ("shard",) if before.get(k) != meta.get(k)]
         if changed:
             raise EvalError(f"{out} holds a run with other settings ({', '.join(changed)}: "

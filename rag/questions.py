@@ -33,7 +33,13 @@ def load_questions(path: str | Path) -> list[Question]:
     path = Path(path)
     out: list[Question] = []
     seen: dict[str, int] = {}
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise QuestionSetError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise QuestionSetError(f"{path}: cannot read ({e.strerror})") from None
+    for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         where = f"{path}:{n}"

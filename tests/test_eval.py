@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import CORPUS
 from rag import metrics
 from rag.evaluate import EvalError, EvalSettings, merge, run
-from rag.questions import Gold, load_questions
+from rag.questions import Gold, QuestionSetError, load_questions
 
 TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程",
           "免除規程.html": "東雲大学授業料等の免除及び徴収猶予に関する規程",
@@ -209,6 +209,16 @@ def test_a_cut_line_and_changed_settings_on_resume(small_set, tmp_path, retrieve
     with pytest.raises(EvalError, match="other settings"):
         run(small_set, out, EvalSettings(conditions=["bm25"], retrieval_only=True, k=2),
             retriever=retriever)
+    (out / "eval.json").write_text('{"k": 5', "utf-8")           # a half-written file
+    with pytest.raises(EvalError, match="eval.json is damaged"):
+        run(small_set, out, settings, retriever=retriever)
+
+
+def test_question_set_not_utf8_is_named(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_bytes('{"id": "a", "question": "除籍されますか"}\n'.encode("cp932"))
+    with pytest.raises(QuestionSetError, match=r"q.jsonl: not UTF-8"):
+        load_questions(f)
 
 
 def test_merge_needs_every_shard(small_set, tmp_path, retriever):

@@ -86,6 +86,9 @@ def test_config_errors_name_the_key(tmp_path):
     assert cfg.max_steps == 5
     with pytest.raises(ConfigError, match="no training data"):
         load_config(None)
+    f.write_bytes('model = "東雲"\n'.encode("cp932"))
+    with pytest.raises(ConfigError, match="ft.toml: not UTF-8"):
+        load_config(f)
     # the shipped example configs are valid
     for example in (REPO / "finetune" / "examples").glob("*.toml"):
         assert load_config(example).data
