@@ -500,8 +500,8 @@ def eval():  # noqa: A001 - the command is called eval
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: results.jsonl/.csv, summary.json, report.md, chart.png. "
                    "Re-running with the same --out continues an interrupted run.")
-@click.option("--conditions", default="none,hybrid", show_default=True,
-              help="Comma-separated: none (model alone), bm25, dense, hybrid.")
+@click.option("--conditions", help="Comma-separated: none (model alone), bm25, dense, hybrid "
+              "[default: none,hybrid].")
 @click.option("--retrieval-only", is_flag=True, help="Score retrieval alone (hit@1, hit@k, "
               "MRR, recall); no model is loaded. Default conditions: bm25,dense,hybrid.")
 @click.option("--model", help="Generator [config: generate.model].")
@@ -523,12 +523,10 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
     from .questions import QuestionSetError
 
     cfg = _config(ctx)
-    conds = [c.strip() for c in conditions.split(",") if c.strip()]
-    if retrieval_only and conditions == "none,hybrid":
-        conds = ["bm25", "dense", "hybrid"]
     try:
         settings = EvalSettings(
-            conditions=conds, k=k or cfg.k, batch_size=batch_size,
+            conditions=[c.strip() for c in (conditions or "").split(",") if c.strip()] or None,
+            k=k or cfg.k, batch_size=batch_size,
             max_new_tokens=max_new_tokens or cfg.max_new_tokens, retrieval_only=retrieval_only,
             shard=parse_shard(shard),
             adapters=[None if a in ("none", "base") else a for a in adapters] or [
@@ -536,8 +534,8 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
     except EvalError as e:
         raise click.ClickException(str(e)) from None
     retriever = None
-    if retrieval_only or any(c != "none" for c in conds):
-        dense = any(c in ("dense", "hybrid") for c in conds) or retrieval_only
+    if retrieval_only or any(c != "none" for c in settings.conditions):
+        dense = any(c in ("dense", "hybrid") for c in settings.conditions) or retrieval_only
         retriever = _load_retriever(cfg, index_dir, "hybrid" if dense else "bm25")
 
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))

@@ -48,13 +48,20 @@ class EvalError(Exception):
 
 @dataclass
 class EvalSettings:
-    conditions: list[str] = field(default_factory=lambda: ["none", "hybrid"])
+    # None: the model alone and with hybrid retrieval; every retrieval mode when
+    # retrieval_only.
+    conditions: list[str] | None = None
     adapters: list[str | None] = field(default_factory=lambda: [None])
     k: int = 5
     batch_size: int = 8
     max_new_tokens: int = 256
     retrieval_only: bool = False
     shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self):
+        if not self.conditions:
+            self.conditions = (["bm25", "dense", "hybrid"] if self.retrieval_only
+                               else ["none", "hybrid"])
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -258,3 +258,10 @@ def test_cli_retrieval_only_and_merge(small_set, tmp_path, corpus_index):
                             "--shard", "3/2", "--retrieval-only", "--index", str(corpus_index)],
                       obj={})
     assert r.exit_code == 1 and "0 <= i < n" in r.output
+
+
+def test_default_conditions_depend_on_the_mode_and_never_override_a_choice():
+    assert EvalSettings().conditions == ["none", "hybrid"]
+    assert EvalSettings(retrieval_only=True).conditions == ["bm25", "dense", "hybrid"]
+    assert EvalSettings(conditions=["none", "hybrid"], retrieval_only=True).conditions == [
+        "none", "hybrid"]
