@@ -371,7 +371,7 @@ def _load_previous(index_dir: Path, log) -> store.StoredIndex | None:
     if store.current_generation(index_dir) is None:
         return None
     try:
-        return store.load_index(index_dir)
+        return store.load_index(index_dir, with_tokens=True)
     except store.IndexStoreError as e:
         log(f"ignoring the existing index ({e}); rebuilding from scratch")
         return None

@@ -42,7 +42,7 @@ class StoredIndex:
     path: Path                 # the generation directory
     manifest: dict
     passages: list[Passage]
-    tokens: list[list[str]]
+    tokens: list[list[str]] | None    # None unless loaded with_tokens
     dense: "object"            # faiss.Index
     bm25: "object"             # bm25s.BM25
 
@@ -82,7 +82,9 @@ def read_manifest(index_dir: Path, gen: Path | None = None) -> dict:
     return manifest
 
 
-def load_index(index_dir: Path) -> StoredIndex:
+def load_index(index_dir: Path, *, with_tokens: bool = False) -> StoredIndex:
+    """The live generation. Its BM25 token lists are read only `with_tokens` (ingest
+    reuses them; searching needs the BM25 index alone)."""
     import bm25s
     import faiss
 
@@ -92,15 +94,16 @@ def load_index(index_dir: Path) -> StoredIndex:
     try:
         passages = [Passage.from_dict(json.loads(line))
                     for line in (gen / "passages.jsonl").read_text(encoding="utf-8").splitlines()]
-        tokens = [json.loads(line)
-                  for line in (gen / "tokens.jsonl").read_text(encoding="utf-8").splitlines()]
+        tokens = [json.loads(line) for line in (gen / "tokens.jsonl").read_text(
+            encoding="utf-8").splitlines()] if with_tokens else None
         dense = faiss.read_index(str(gen / "dense.faiss"))
         bm25 = bm25s.BM25.load(str(gen / "bm25"), show_progress=False) if passages else None
     except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise IndexStoreError(f"index at {gen} is damaged ({e}); run `rag ingest` again") from None
-    if not (len(passages) == len(tokens) == dense.ntotal):
+    if len(passages) != dense.ntotal or (tokens is not None and len(tokens) != len(passages)):
         raise IndexStoreError(f"index at {gen} is inconsistent: {len(passages)} passages, "
-                              f"{len(tokens)} token lists, {dense.ntotal} vectors")
+                              f"{len(tokens) if tokens is not None else '?'} token lists, "
+                              f"{dense.ntotal} vectors")
     if "ef_search" in manifest.get("dense", {}) and hasattr(dense, "hnsw"):
         dense.hnsw.efSearch = int(manifest["dense"]["ef_search"])
     return StoredIndex(gen, manifest, passages, tokens, dense, bm25)
