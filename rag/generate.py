@@ -83,16 +83,45 @@ def adapter_base_model(adapter: str | Path) -> str | None:
         raise GeneratorError(_missing_model_message(str(adapter), "adapter", e)) from None
 
 
+def missing_local_path(name: str) -> bool:
+    """A recorded model that was a local path on another machine (not a Hub id)."""
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    return looks_local and not Path(name).expanduser().exists()
+
+
 def base_model_for(adapter: str, configured: str | None) -> str:
     """The model to put an adapter on when none is named: the one it was trained on,
     unless that was a local path that does not exist here (trained on another machine)."""
     recorded = adapter_base_model(adapter)
-    if not recorded:
-        return configured or DEFAULT_GENERATOR
-    looks_local = recorded.startswith(("/", ".", "~")) or recorded.count("/") > 1
-    if looks_local and not Path(recorded).expanduser().exists():
+    if not recorded or missing_local_path(recorded):
         return configured or DEFAULT_GENERATOR
     return recorded
+
+
+def tokenizer_source(adapter: str | None, base: str) -> str:
+    """The adapter's tokenizer when it has one (fine-tuning saves the one it trained
+    with), else the base model's."""
+    return adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
+
+
+def apply_adapter(model, adapter: str, base: str):
+    """`model` with a PEFT adapter on it, or a GeneratorError that says why it does not fit."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (ValueError, RuntimeError, KeyError) as e:
+        trained_on = adapter_base_model(adapter)
+        hint = (f" (it was trained on {trained_on!r}, not {base!r})"
+                if trained_on and trained_on != base else "")
+        raise GeneratorError(f"adapter {adapter!r} does not fit generator {base!r}"
+                             f"{hint}: {str(e).splitlines()[0][:300]}") from None
+    except SafetensorError as e:
+        raise GeneratorError(f"adapter {adapter!r} is damaged: its weights cannot be "
+                             f"read ({e})") from None
+    except OSError as e:
+        raise GeneratorError(_missing_model_message(adapter, "adapter", e)) from None
 
 
 def _missing_model_message(name: str, what: str, error: Exception) -> str:
@@ -129,11 +158,9 @@ class Generator:
             self.device, self.dtype = pick_device_dtype(device, dtype)
         except (RuntimeError, AssertionError) as e:
             raise GeneratorError(f"cannot use device {device!r}: {e}") from None
-        # Prefer the adapter's tokenizer: fine-tuning saves the one it trained with.
-        tok_source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
-                tok_source, trust_remote_code=trust_remote_code)
+                tokenizer_source(adapter, base), trust_remote_code=trust_remote_code)
             # Straight onto a GPU: no second copy of the weights through host memory.
             self.model = AutoModelForCausalLM.from_pretrained(
                 base, dtype=self.dtype, trust_remote_code=trust_remote_code,
@@ -150,7 +177,7 @@ class Generator:
             raise GeneratorError(f"cannot load generator {base!r}: its files are damaged or "
                                  f"not a causal language model ({str(e)[:300]})") from None
         if adapter:
-            self.model = self._apply_adapter(adapter, base)
+            self.model = apply_adapter(self.model, adapter, base)
         use_shape_agnostic_attention(self.device)
         try:
             self.model.to(self.device)
@@ -167,24 +194,6 @@ class Generator:
                                 if i is not None})
         self.load_s = time.perf_counter() - started
         self._torch = torch
-
-    def _apply_adapter(self, adapter: str, base: str):
-        from peft import PeftModel
-        from safetensors import SafetensorError
-
-        trained_on = adapter_base_model(adapter)
-        try:
-            return PeftModel.from_pretrained(self.model, adapter)
-        except (ValueError, RuntimeError, KeyError) as e:
-            hint = (f" (it was trained on {trained_on!r}, not {base!r})"
-                    if trained_on and trained_on != base else "")
-            raise GeneratorError(f"adapter {adapter!r} does not fit generator {base!r}"
-                                 f"{hint}: {str(e).splitlines()[0][:300]}") from None
-        except SafetensorError as e:
-            raise GeneratorError(f"adapter {adapter!r} is damaged: its weights cannot be "
-                                 f"read ({e})") from None
-        except OSError as e:
-            raise GeneratorError(_missing_model_message(adapter, "adapter", e)) from None
 
     def _context_window(self) -> int:
         cfg = self.model.config

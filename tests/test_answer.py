@@ -243,6 +243,9 @@ def test_adapter_for_another_base_model(tiny_generator, tmp_path):
     adapter = make_lora_adapter(other, tmp_path / "lora")
     with pytest.raises(GeneratorError, match="does not fit"):
         Generator(str(tiny_generator), adapter=str(adapter))
+    from finetune.merge import merge                 # merging says the same, no traceback
+    with pytest.raises(GeneratorError, match="does not fit"):
+        merge(str(adapter), tmp_path / "merged", model=str(tiny_generator))
 
 
 # --------------------------------------------------------------------------- commands
