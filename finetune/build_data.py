@@ -15,7 +15,7 @@ from pathlib import Path
 from rag.context import Source
 from rag.metrics import is_gold
 from rag.prompt import ABSTAIN_ANSWER, INSTRUCTION_WITH_CONTEXT, context_input
-from rag.questions import load_questions
+from rag.questions import check_gold, load_questions
 
 
 def build(retriever, questions_path: Path, *, k: int = 4, seed: int = 0,
@@ -23,13 +23,10 @@ def build(retriever, questions_path: Path, *, k: int = 4, seed: int = 0,
     rng = random.Random(seed)
     rows = []
     qs = load_questions(questions_path)
+    check_gold(qs, retriever.passages, questions_path)
     hits = retriever.search_many([q.question for q in qs], k=k + 4)
     for q, hs in zip(qs, hits):
         retrieved = [h.passage for h in hs]
-        missing = [g for g in q.gold if not retriever.article(g.file, g.article)]
-        if missing:
-            raise ValueError(f"{questions_path}:{q.line}: gold article {missing[0].file} "
-                             f"{missing[0].article} of {q.id!r} is not in the index")
         gold = [p for g in q.gold for p in retriever.article(g.file, g.article)]
         distractors = [p for p in retrieved if not any(is_gold(p, g) for g in q.gold)]
         if q.gold:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import metrics
-from .questions import Question, load_questions
+from .questions import Question, check_gold, load_questions
 
 CONDITIONS = ("none", "bm25", "dense", "hybrid")
 RETRIEVAL_METRICS = ("hit@1", "hit@k", "mrr", "recall@k")
@@ -109,7 +109,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
     if needs_index and retriever is None:
         raise EvalError("these conditions need an index (--index)")
     if retriever is not None:
-        _check_gold(questions, retriever, questions_path)
+        check_gold(questions, retriever.passages, questions_path)
     if len(set(settings.conditions)) != len(settings.conditions):
         raise EvalError("a condition is given twice")
     variants = variant_names(settings.adapters)
@@ -215,15 +215,6 @@ def _answer_scores(q: Question, answer: str, retriever) -> dict:
             "rouge_l": metrics.rouge_l(answer, q.answer),
             "citation": float(metrics.citation_correct(answer, q.gold, titles)),
             "false_abstention": float(abstained)}
-
-
-def _check_gold(questions: list[Question], retriever, path: Path) -> None:
-    have = {(p.source, p.article) for p in retriever.passages}
-    for q in questions:
-        for g in q.gold:
-            if (g.file, g.article) not in have:
-                raise EvalError(f"{path}:{q.line}: gold article {g.file} {g.article} of "
-                                f"{q.id!r} is not in the index (field 'gold')")
 
 
 def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:

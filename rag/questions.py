@@ -73,3 +73,13 @@ def load_questions(path: str | Path) -> list[Question]:
     if not out:
         raise QuestionSetError(f"{path}: no questions")
     return out
+
+
+def check_gold(questions: list[Question], passages, path: str | Path) -> None:
+    """Every gold article must be in the index, before anything is retrieved or generated."""
+    have = {(p.source, p.article) for p in passages}
+    for q in questions:
+        for g in q.gold:
+            if (g.file, g.article) not in have:
+                raise QuestionSetError(f"{path}:{q.line}: gold article {g.file} {g.article} "
+                                       f"of {q.id!r} is not in the index (field 'gold')")

@@ -233,7 +233,7 @@ def test_gold_missing_from_the_index_fails_before_generating(tmp_path, retriever
     f = tmp_path / "q.jsonl"
     f.write_text('{"id": "a", "question": "除籍？", "gold": [{"file": "学則.txt", '
                  '"article": "第999条"}]}\n', encoding="utf-8")
-    with pytest.raises(EvalError, match=r"q.jsonl:1: gold article 学則.txt 第999条"):
+    with pytest.raises(QuestionSetError, match=r"q.jsonl:1: gold article 学則.txt 第999条"):
         run(f, tmp_path / "out", EvalSettings(), retriever=retriever,
             make_answerer=lambda a: pytest.fail("no model may be loaded"))
     assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -198,6 +198,18 @@ def test_build_data_from_the_sample_corpus(corpus_index, tmp_path):
             assert not gold & set(r["context"]) and r["output"] == ABSTAIN_ANSWER
 
 
+def test_build_data_checks_gold_articles_first(corpus_index, tmp_path):
+    from rag.questions import QuestionSetError
+    from rag.retrieve import Retriever
+
+    from finetune.build_data import build
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": "a", "question": "除籍？", "gold": [{"file": "学則.txt", '
+                 '"article": "第999条"}]}\n', encoding="utf-8")
+    with pytest.raises(QuestionSetError, match=r"q.jsonl:1: gold article 学則.txt 第999条"):
+        build(Retriever(corpus_index), f)
+
+
 def test_two_process_ddp_run_trains_one_adapter(tiny_generator, alpaca, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
