@@ -12,7 +12,16 @@ from pathlib import Path
 
 from .japanese import looks_japanese
 
-SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
+SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
+# Formats departments still hold that we do not read: reported with how to convert them.
+CONVERTIBLE = {
+    ".doc": "old Word format (.doc); convert it to .docx (Word: 名前を付けて保存 > .docx, or "
+            "`libreoffice --headless --convert-to docx FILE`)",
+    ".rtf": "RTF; convert it to .docx (`libreoffice --headless --convert-to docx FILE`)",
+    ".xls": "Excel; export the sheet as .html or .pdf",
+    ".xlsx": "Excel; export the sheet as .html or .pdf",
+    ".jtd": "一太郎; save it as .docx or .pdf",
+}
 
 # Japanese offices still produce these; tried in this order after UTF-8.
 _LEGACY_ENCODINGS = ("cp932", "euc_jp")
@@ -36,10 +45,11 @@ class Page:
 @dataclass
 class LoadedDocument:
     pages: list[Page]
-    title: str
-    kind: str                 # txt | md | html | pdf
+    title: str                # the regulation's name (ingest.title decides it on load)
+    kind: str                 # txt | md | html | pdf | docx
     encoding: str | None = None
     warnings: list[str] = field(default_factory=list)
+    declared_title: str = ""  # front matter or rag.toml's title map: wins over detection
 
     @property
     def text(self) -> str:
@@ -49,6 +59,8 @@ class LoadedDocument:
 def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
     """Load one file. `data` may be passed when the caller has already read the bytes."""
     suffix = path.suffix.lower()
+    if suffix in CONVERTIBLE:
+        raise LoadError(f"unsupported file type {suffix!r}: {CONVERTIBLE[suffix]}")
     if suffix not in SUPPORTED_SUFFIXES:
         raise LoadError(f"unsupported file type {suffix or '(none)'!r}; "
                         f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
@@ -60,16 +72,44 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
         doc = _load_pdf(data)
     elif suffix in (".html", ".htm"):
         doc = _load_html(data)
+    elif suffix == ".docx":
+        from .docx import load_docx
+        doc = load_docx(data)
     else:
         text, encoding = decode_text(data)
         kind = "txt" if suffix == ".txt" else "md"
-        doc = LoadedDocument([Page(text)], _first_line_title(text, markdown=kind == "md"),
-                             kind, encoding)
+        text, front = front_matter(text)
+        hint = _markdown_title(text) if kind == "md" else ""
+        doc = LoadedDocument([Page(text)], hint, kind, encoding,
+                             declared_title=front.get("title", ""))
     if not doc.text.strip():
         raise LoadError("no text content")
-    if not doc.title:
-        doc.title = path.stem
+    settle_title(doc, path.stem)
     return doc
+
+
+def settle_title(doc: LoadedDocument, fallback: str) -> None:
+    """Decide `doc.title`: declared, else found in the text, else the loader's hint
+    (<h1>, PDF metadata), else `fallback` (the file name)."""
+    from .layout import read_layout
+    from .title import detect_title
+    doc.title = doc.declared_title or detect_title(read_layout(doc), doc.title) or fallback
+
+
+_FRONT = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
+
+
+def front_matter(text: str) -> tuple[str, dict[str, str]]:
+    """Strip a leading `---` block of `key: value` lines (Markdown front matter)."""
+    m = _FRONT.match(text)
+    if not m:
+        return text, {}
+    meta = {}
+    for line in m.group(1).splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            meta[key.strip().lower()] = value.strip().strip("'\"")
+    return text[m.end():], meta
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -111,13 +151,11 @@ def _decode(data: bytes) -> tuple[str, str]:
     return text, enc
 
 
-def _first_line_title(text: str, markdown: bool = False) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if markdown:
-        for ln in lines:
-            if ln.startswith("# "):
-                return ln[2:].strip()
-    return lines[0].lstrip("#").strip()[:120] if lines else ""
+def _markdown_title(text: str) -> str:
+    for ln in text.splitlines():
+        if ln.startswith("# "):
+            return ln[2:].strip()
+    return ""
 
 
 def _load_html(data: bytes) -> LoadedDocument:
@@ -140,7 +178,7 @@ def _load_html(data: bytes) -> LoadedDocument:
     text = "\n".join(ln for ln in lines if ln)
     h1 = body.find("h1") if hasattr(body, "find") else None
     title = (h1.get_text(strip=True) if h1 else "") or (
-        title_tag.get_text(strip=True) if title_tag else "") or _first_line_title(text)
+        title_tag.get_text(strip=True) if title_tag else "")
     return LoadedDocument([Page(text)], title, "html", dammit.original_encoding)
 
 
@@ -155,21 +193,6 @@ def extraction_garbage_ratio(text: str) -> float:
     bad = sum(len(m.group()) for m in _CID.finditer(text))
     bad += sum(1 for c in text if c == "\ufffd" or "\ue000" <= c <= "\uf8ff")
     return bad / len(text)
-
-
-# A line that is only a page number: "3", "- 3 -", "－３－", "3 / 10", "p. 3".
-_PAGE_NUMBER = re.compile(r"^[\s\-－‐―ー(（]*(?:p\.?\s*)?[0-9０-９]+(?:\s*[/／]\s*[0-9０-９]+)?"
-                          r"[\s\-－‐―ー)）]*$", re.IGNORECASE)
-
-
-def _strip_page_furniture(text: str) -> str:
-    """Drop page-number lines at the top or bottom of a page: they are not regulation text."""
-    lines = text.splitlines()
-    while lines and (not lines[-1].strip() or _PAGE_NUMBER.match(lines[-1])):
-        lines.pop()
-    while lines and (not lines[0].strip() or _PAGE_NUMBER.match(lines[0])):
-        lines.pop(0)
-    return "\n".join(lines)
 
 
 def _load_pdf(data: bytes) -> LoadedDocument:
@@ -192,7 +215,7 @@ def _load_pdf(data: bytes) -> LoadedDocument:
                 raise LoadError(f"encrypted PDF ({e})") from None
             if not ok:
                 raise LoadError("encrypted PDF (a password is needed to read it)")
-        pages = [Page(_strip_page_furniture(page.extract_text() or ""), number=i + 1)
+        pages = [Page(page.extract_text() or "", number=i + 1)
                  for i, page in enumerate(reader.pages)]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
@@ -207,8 +230,7 @@ def _load_pdf(data: bytes) -> LoadedDocument:
         raise LoadError(f"PDF text extraction is garbage ({ratio:.0%} unmapped glyphs such as "
                         "'(cid:NNN)'): the font has no Unicode map; export the PDF again "
                         "with embedded fonts, or index a text/HTML version")
-    title = meta_title.strip() or _first_line_title(text)
-    doc = LoadedDocument(pages, title, "pdf")
+    doc = LoadedDocument(pages, meta_title.strip(), "pdf")
     empty = [p.number for p in pages if not p.text.strip()]
     if empty:
         doc.warnings.append(f"pages without text: {', '.join(map(str, empty))}")

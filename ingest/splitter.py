@@ -14,19 +14,26 @@ from dataclasses import dataclass, field
 
 from .japanese import (NUMBER, article_label, has_sentence_end, nfkc, parse_number,
                        split_sentences)
+from .layout import Layout, Line, read_layout
+from .layout import _REFERENCE_TAIL as REFERENCE_TAIL
 from .loaders import LoadedDocument
 from .passage import Passage, content_hash
 
-SPLITTER_VERSION = 2
+SPLITTER_VERSION = 3
 _MD_HEADING = re.compile(r"^#{2,6}\s")
 
-_MD_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+(?=第))")
-_HEADING = re.compile(rf"^第({NUMBER})(編|章|節|款)(?:\s+|$)(.*)$")
-# 第42条　本文 / 第42条（除籍）本文 / 第42条 (no text): never 「第8条に規定する…」.
+_HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s+|$)(.*)$")
+# 第42条　本文 / 第42条（除籍）本文 / 第 3 条 / 第42条 (no text); after the layout pass
+# a despaced 「第1条青森…」 too, but never 「第8条に規定する…」 or 「第9条第2項の…」.
 _ARTICLE = re.compile(
-    rf"^第({NUMBER})条(?:の({NUMBER}))?(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$)")
+    rf"^第\s*({NUMBER})\s*条(?:\s*の\s*({NUMBER}))?"
+    rf"(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$|(?=[^\s(])(.*))")
 _CAPTION = re.compile(r"^[(]([^()]{1,30})[)]$")
-_SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?$")
+# 附則 / 附 則 (令和6年…規則第5号) / 附則 抄; its text may follow on the same line.
+_SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?(?:\s+(.*))?$")
+# 別表第1（第2条関係） / 様式第3号 / 別記: tables and forms after the articles.
+_APPENDIX = re.compile(
+    rf"^(別表|別記|別紙|様式)(?:\s*(第)?\s*({NUMBER})\s*(号)?)?\s*(?:[(]([^()]{{1,40}})[)])?(?:\s|$)")
 _PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
 _ITEM_DIGIT = re.compile(r"^([0-9]+)(?:\s+|[.、]\s*)(\S.*)$")
 _ITEM_KANJI = re.compile(r"^([一二三四五六七八九十]+)\s+(\S.*)$")
@@ -35,19 +42,12 @@ TokenCounter = Callable[[str], int]
 
 
 @dataclass
-class _Line:
-    text: str           # original, right-stripped
-    norm: str           # NFKC, stripped, markdown prefix removed
-    page: int | None
-
-
-@dataclass
 class _Unit:
     """An article, 附則, 申合せ item, preamble or prose paragraph being collected."""
     article: str
     caption: str
     heading: str
-    lines: list[_Line] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
     paragraph_starts: list[int] = field(default_factory=lambda: [0])  # line index of each 項
 
     @property
@@ -62,34 +62,78 @@ def split_document(doc: LoadedDocument, source: str, *, max_tokens: int | None =
     `max_tokens` bounds each passage's search text (header + text) in the embedder's
     tokens, measured with `count_tokens`; without them passages are not size-limited.
     """
-    lines = _lines(doc)
-    if any(_ARTICLE.match(ln.norm) for ln in lines):
-        units = _regulation_units(lines)
+    return analyse_document(doc, source, max_tokens=max_tokens,
+                            count_tokens=count_tokens).passages
+
+
+@dataclass
+class Analysis:
+    """How a document was read: what `rag inspect` shows and ingest warns about."""
+    title: str
+    passages: list[Passage]
+    layout: Layout
+    structure: str                  # regulation | items | prose
+    article_share: float            # share of the text inside articles (条, 附則, 別表)
+    mentioned: int                  # distinct article numbers written anywhere (第N条)
+    split: int                      # distinct articles split out
+    warnings: list[str] = field(default_factory=list)
+
+
+def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None = None,
+                     count_tokens: TokenCounter | None = None,
+                     layout: Layout | None = None) -> Analysis:
+    layout = layout or read_layout(doc)
+    lines = layout.lines
+    if any(_article(ln.norm) for ln in lines):
+        structure, units = "regulation", _regulation_units(lines)
     elif not any(_MD_HEADING.match(ln.text) for ln in lines) and (
             items := _item_pattern(lines)) is not None:
         # (A Markdown guide with sections and a numbered list is prose, not a 申合せ.)
-        units = _item_units(lines, items)
+        structure, units = "items", _item_units(lines, items)
     else:
-        units = _prose_units(lines)
+        structure, units = "prose", _prose_units(lines)
     counter = count_tokens or len
     passages: list[Passage] = []
     for unit in units:
         passages.extend(_unit_passages(unit, doc.title, source, max_tokens, counter,
                                        prose=not unit.article))
-    return _with_unique_ids(passages)
+    total = sum(len(ln.norm) for ln in lines) or 1
+    inside = sum(len(ln.norm) for u in units if u.article for ln in u.lines)
+    mentioned = _mentioned_articles(lines)
+    split = len({u.article for u in units if "条" in u.article})
+    analysis = Analysis(doc.title, _with_unique_ids(passages), layout, structure,
+                        inside / total, mentioned, split)
+    if mentioned >= 5 and split < mentioned / 3:
+        analysis.warnings.append(
+            f"{mentioned} article numbers mentioned but only {split} articles split: "
+            "check the layout with `rag inspect`")
+    elif structure == "regulation" and inside / total < 0.5:
+        analysis.warnings.append(
+            f"only {inside / total:.0%} of the text fell inside articles")
+    return analysis
+
+
+def _article(norm: str) -> re.Match | None:
+    """An article heading at the start of a line, never a reference (「第8条に規定する」)."""
+    m = _ARTICLE.match(norm)
+    if m is None:
+        return None
+    head = re.match(rf"^第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))?", norm)
+    return None if REFERENCE_TAIL.match(norm[head.end():]) else m
+
+
+def _mentioned_articles(lines: list[Line]) -> int:
+    numbers = set()
+    for ln in lines:
+        for m in re.finditer(rf"第\s*({NUMBER})\s*条", ln.norm):
+            try:
+                numbers.add(parse_number(m.group(1)))
+            except ValueError:
+                pass
+    return len(numbers)
 
 
 # --------------------------------------------------------------------------- lines
-
-def _lines(doc: LoadedDocument) -> list[_Line]:
-    out = []
-    for page in doc.pages:
-        for raw in page.text.splitlines():
-            text = raw.rstrip()
-            norm = _MD_PREFIX.sub("", nfkc(text).strip()).strip()
-            out.append(_Line(text, norm, page.number))
-    return out
-
 
 def _is_heading(norm: str) -> re.Match | None:
     m = _HEADING.match(norm)
@@ -100,7 +144,7 @@ def _is_heading(norm: str) -> re.Match | None:
 _LEVELS = ("編", "章", "節", "款")
 
 
-def _set_heading(levels: dict[str, str], match: re.Match, line: "_Line") -> None:
+def _set_heading(levels: dict[str, str], match: re.Match, line: "Line") -> None:
     """A 章 line replaces the current 章 and clears the 節 and 款 under it."""
     kind = match.group(2)
     for lower in _LEVELS[_LEVELS.index(kind):]:
@@ -112,24 +156,27 @@ def _heading_path(levels: dict[str, str]) -> str:
     return " > ".join(levels[k] for k in _LEVELS if levels.get(k))
 
 
-def _display(line: _Line) -> str:
-    return _MD_PREFIX.sub("", line.text.strip()).strip()
+_MD_MARK = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+(?=第))")
+
+
+def _display(line: Line) -> str:
+    return _MD_MARK.sub("", line.text.strip()).strip()
 
 
 # --------------------------------------------------------------------------- regulations
 
-def _regulation_units(lines: list[_Line]) -> list[_Unit]:
+def _regulation_units(lines: list[Line]) -> list[_Unit]:
     units: list[_Unit] = []
     levels: dict[str, str] = {}
     supplement: str | None = None   # "附則" or "附則(令和6年…)" once inside 附則
-    caption: _Line | None = None    # a 「（除籍）」 line waiting for its article
+    caption: Line | None = None    # a 「（除籍）」 line waiting for its article
     current = _Unit("", "", "")     # preamble until the first article
     seen_article = False
     for ln in lines:
         norm = ln.norm
         if not norm:
             continue
-        if caption is not None and not _ARTICLE.match(norm):
+        if caption is not None and not _article(norm):
             current.lines.append(caption)   # it was a bracketed line of text after all
             caption = None
         if (h := _is_heading(norm)) is not None:
@@ -143,10 +190,17 @@ def _regulation_units(lines: list[_Line]) -> list[_Unit]:
             units.append(current)
             current = _Unit("附則", "", supplement, [ln])
             continue
+        if seen_article and (x := _APPENDIX.match(norm)) is not None:
+            units.append(current)
+            number = x.group(3)
+            label = x.group(1) + (f"第{parse_number(number)}" if number else "") + (
+                "号" if x.group(4) else "")
+            current = _Unit(label, x.group(5) or "", "", [ln])
+            continue
         if _CAPTION.match(norm):
             caption = ln
             continue
-        if (a := _ARTICLE.match(norm)) is not None:
+        if (a := _article(norm)) is not None:
             units.append(current)
             label = article_label(parse_number(a.group(1)),
                                   parse_number(a.group(2)) if a.group(2) else None)
@@ -166,7 +220,7 @@ def _regulation_units(lines: list[_Line]) -> list[_Unit]:
     return [u for u in units if _has_body(u)]
 
 
-def _append_body(unit: _Unit, ln: _Line) -> None:
+def _append_body(unit: _Unit, ln: Line) -> None:
     """Add a line to an article; a line 「２　…」 numbered next in sequence opens a 項."""
     m = _PARAGRAPH.match(ln.norm)
     if m and unit.article and int(m.group(1)) == len(unit.paragraph_starts) + 1:
@@ -177,13 +231,19 @@ def _append_body(unit: _Unit, ln: _Line) -> None:
 def _has_body(unit: _Unit) -> bool:
     if unit.article and unit.article != "附則":
         return True
-    body = [ln for ln in unit.lines if not _SUPPLEMENT.match(ln.norm)]
-    return any(has_sentence_end(ln.norm) for ln in body)
+    if unit.article == "附則":      # a 附則 with any text (an excerpt may cut its sentence)
+        s = _SUPPLEMENT.match(unit.lines[0].norm) if unit.lines else None
+        return bool(s and s.group(2)) or len(unit.lines) > 1
+    body = [ln.norm for ln in unit.lines]
+    if unit.article == "附則" and body:      # 「附 則 この規則は…から施行する。」 on one line
+        s = _SUPPLEMENT.match(body[0])
+        body[0] = (s.group(2) or "") if s else body[0]
+    return any(has_sentence_end(b) for b in body)
 
 
 # --------------------------------------------------------------------------- 申合せ items
 
-def _item_pattern(lines: list[_Line]) -> re.Pattern | None:
+def _item_pattern(lines: list[Line]) -> re.Pattern | None:
     """Numbered top-level items (１　… ２　…) in a document without articles."""
     for pattern in (_ITEM_DIGIT, _ITEM_KANJI):
         numbers = [parse_number(m.group(1)) for ln in lines if (m := pattern.match(ln.norm))]
@@ -192,11 +252,11 @@ def _item_pattern(lines: list[_Line]) -> re.Pattern | None:
     return None
 
 
-def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
+def _item_units(lines: list[Line], pattern: re.Pattern) -> list[_Unit]:
     units: list[_Unit] = []
     levels: dict[str, str] = {}
     current = _Unit("", "", "")
-    caption: _Line | None = None    # 「（卒業研究着手要件）」 waiting for its item
+    caption: Line | None = None    # 「（卒業研究着手要件）」 waiting for its item
     expected = 1
     for ln in lines:
         if not ln.norm:
@@ -228,7 +288,7 @@ def _item_units(lines: list[_Line], pattern: re.Pattern) -> list[_Unit]:
 
 # --------------------------------------------------------------------------- prose
 
-def _prose_units(lines: list[_Line]) -> list[_Unit]:
+def _prose_units(lines: list[Line]) -> list[_Unit]:
     """Paragraphs (blank-line separated) under their Markdown headings."""
     units: list[_Unit] = []
     heading_stack: list[tuple[int, str]] = []
@@ -336,7 +396,7 @@ def _sentences_within(text: str, budget: int, cost: TokenCounter,
     return out
 
 
-def _join(lines: list[_Line]) -> str:
+def _join(lines: list[Line]) -> str:
     return "\n".join(_display(ln) for ln in lines)
 
 

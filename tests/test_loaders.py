@@ -77,9 +77,12 @@ def test_pdf_pages_and_text(tmp_path):
 def test_shipped_pdf_extracts_back_its_source_text():
     from conftest import CORPUS, REPO
     src = (REPO / "scripts/corpus/学生懲戒規程.txt").read_text(encoding="utf-8")
+    from ingest.layout import read_layout
     doc = load_document(CORPUS / "学生懲戒規程.pdf")
+    layout = read_layout(doc)       # page numbers are furniture, dropped and reported
     squash = lambda s: "".join(s.split())  # noqa: E731 - layout whitespace differs
-    assert squash(doc.text) == squash(src)
+    assert squash("".join(ln.text for ln in layout.lines)) == squash(src)
+    assert [ln.norm for ln in layout.dropped] == ["- 1 -", "- 2 -", "- 3 -"]
     assert len(doc.pages) >= 2
 
 
@@ -90,7 +93,10 @@ def test_shipped_pdf_extracts_back_its_source_text():
     ("latin.txt", bytes(range(0x80, 0x100)) * 4, "cannot decode"),
     ("broken.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage", "corrupt PDF"),
     ("fake.pdf", b"just text, named .pdf", "not a PDF"),
-    ("data.docx", b"PK\x03\x04", "unsupported file type"),
+    ("data.docx", b"PK\x03\x04", "corrupt Word .docx"),
+    ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "convert it to .docx"),
+    ("rule.rtf", b"{\\rtf1\\ansi x}", "RTF; convert it to .docx"),
+    ("data.xyz", b"text", "unsupported file type"),
 ])
 def test_bad_files_raise_with_reason(tmp_path, name, data, reason):
     f = tmp_path / name
