@@ -50,6 +50,7 @@ class LoadedDocument:
     encoding: str | None = None
     warnings: list[str] = field(default_factory=list)
     declared_title: str = ""  # front matter or rag.toml's title map: wins over detection
+    title_source: str = ""    # how the title was found, for `rag inspect`
 
     @property
     def text(self) -> str:
@@ -93,7 +94,12 @@ def settle_title(doc: LoadedDocument, fallback: str) -> None:
     (<h1>, PDF metadata), else `fallback` (the file name)."""
     from .layout import read_layout
     from .title import detect_title
-    doc.title = doc.declared_title or detect_title(read_layout(doc), doc.title) or fallback
+    if doc.declared_title:
+        doc.title, doc.title_source = doc.declared_title, "declared in the file"
+        return
+    doc.title, doc.title_source = detect_title(read_layout(doc), doc.title)
+    if not doc.title:
+        doc.title, doc.title_source = fallback, "file name"
 
 
 _FRONT = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)

@@ -7,6 +7,7 @@ from the live index with its vectors and BM25 tokens.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import time
@@ -18,9 +19,9 @@ import numpy as np
 
 from . import store
 from .embedder import DEFAULT_EMBEDDER, Embedder, EmbedderInfo, resolve_revision
-from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
+from .loaders import CONVERTIBLE, SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
-from .splitter import SPLITTER_VERSION, change_key, split_document
+from .splitter import SPLITTER_VERSION, analyse_document, change_key
 from .tokenizer import JapaneseTokenizer
 
 
@@ -96,6 +97,18 @@ class IngestSettings:
     default_dense: str = "flat"          # for a new index only
     device: str | None = None
     trust_remote_code: bool = False
+    titles: dict[str, str] = field(default_factory=dict)   # [ingest.titles]: path -> title
+
+
+def declared_title(titles: dict[str, str], source: str) -> str:
+    """The admin's title for a document: keyed by its path relative to the ingested
+    directory (matched as the end of the path), or by its file name."""
+    source = source.replace("\\", "/")
+    for key, title in titles.items():
+        key = key.strip("/")
+        if source == key or source.endswith("/" + key):
+            return title
+    return titles.get(source.rsplit("/", 1)[-1], "")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -111,9 +124,10 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
             raise IngestError(f"{given}: no such file or directory")
         root = given.resolve() if given.is_dir() else given.resolve().parent
         if given.is_file():
-            if given.suffix.lower() not in SUPPORTED_SUFFIXES:
-                problems.append(DocumentChange(given.name, "failed",
-                                               reason=f"unsupported file type {given.suffix!r}"))
+            suffix = given.suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                reason = CONVERTIBLE.get(suffix) or f"unsupported file type {given.suffix!r}"
+                problems.append(DocumentChange(given.name, "failed", reason=reason))
                 continue
             candidates = [given.absolute()]
         else:
@@ -122,6 +136,10 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
         for path in candidates:
             rel = Path(os.path.relpath(path, given.absolute() if given.is_dir()
                                        else given.absolute().parent)).as_posix()
+            if path.suffix.lower() in CONVERTIBLE:     # a Word .doc among the rules: say so
+                problems.append(DocumentChange(rel, "failed",
+                                               reason=CONVERTIBLE[path.suffix.lower()]))
+                continue
             if path.is_symlink():
                 target = path.resolve()
                 if not target.is_relative_to(root):
@@ -139,12 +157,47 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
     return list(found.values()), problems
 
 
+IGNORE_FILE = ".ragignore"
+
+
 def _walk(top: Path):
+    """Documents under `top` (and files to report as convertible), skipping hidden ones
+    and what a `.ragignore` in a directory excludes (glob patterns relative to that
+    directory, one a line; `name/` excludes a directory)."""
+    rules: list[tuple[Path, list[str]]] = []
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
-                yield Path(dirpath) / name
+        here = Path(dirpath)
+        if IGNORE_FILE in filenames:
+            rules.append((here, _ignore_patterns(here / IGNORE_FILE)))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not _ignored(here / d, True, rules))
+        for name in sorted(filenames):
+            suffix = Path(name).suffix.lower()
+            if (not name.startswith(".") and (suffix in SUPPORTED_SUFFIXES or suffix in CONVERTIBLE)
+                    and not _ignored(here / name, False, rules)):
+                yield here / name
+
+
+def _ignore_patterns(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _ignored(path: Path, is_dir: bool, rules: list[tuple[Path, list[str]]]) -> bool:
+    for base, patterns in rules:
+        if not path.is_relative_to(base):
+            continue
+        rel = path.relative_to(base).as_posix()
+        for pat in patterns:
+            if pat.endswith("/"):
+                if is_dir and (fnmatch.fnmatch(rel, pat[:-1]) or fnmatch.fnmatch(path.name, pat[:-1])):
+                    return True
+            elif fnmatch.fnmatch(rel, pat) or ("/" not in pat and fnmatch.fnmatch(path.name, pat)):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------- ingest
@@ -236,26 +289,32 @@ def _ingest_locked(paths, files, problems, index_dir, settings, strict, dry_run,
             continue
         digest = hashlib.sha256(data).hexdigest()
         prev = old_docs.get(f.source)
-        if same_setup and prev and prev["sha256"] == digest:
+        declared = declared_title(settings.titles, f.source)
+        if (same_setup and prev and prev["sha256"] == digest
+                and prev.get("declared_title", "") == declared):
             n = _keep_old(f.source, old, old_docs, old_by_id, new_passages, documents)
             report.documents.append(DocumentChange(f.source, "unchanged", passages=n))
             continue
         try:
             doc = load_document(f.path, data)
+            if declared:
+                doc.title = doc.declared_title = declared
             model = embedder.get()
             max_tokens = settings.max_tokens or model.max_tokens
-            passages = split_document(doc, f.source, max_tokens=max_tokens,
-                                      count_tokens=model.count_tokens)
+            analysis = analyse_document(doc, f.source, max_tokens=max_tokens,
+                                        count_tokens=model.count_tokens)
+            passages = analysis.passages
         except LoadError as e:
             reason = str(e) + ("; keeping the previously indexed version" if prev else "")
             report.documents.append(DocumentChange(f.source, "failed", reason=reason))
             _keep_old(f.source, old, old_docs, old_by_id, new_passages, documents)
             continue
-        for w in doc.warnings:
+        for w in doc.warnings + analysis.warnings:
             report.notes.append(f"{f.source}: {w}")
         documents[f.source] = {"sha256": digest, "title": doc.title, "kind": doc.kind,
                                "encoding": doc.encoding, "root": str(f.root),
                                "pages": len(doc.pages) if doc.kind == "pdf" else None,
+                               "declared_title": declared,
                                "passages": [p.id for p in passages]}
         new_passages.extend(passages)
         change = _diff(f.source, prev, old, old_by_id, passages)

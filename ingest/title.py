@@ -16,7 +16,11 @@ from .japanese import NUMBER
 from .layout import Layout
 
 _KINDS = r"(?:学則|規則|規程|細則|要項|要綱|要領|申合せ|申し合わせ|申合わせ|内規|基準|規約|指針|取扱い|取扱要領)"
-_NAME = re.compile(rf"^(\S{{0,40}}?{_KINDS})(?:\s*[(](?:案|抄|抜粋)[)])?(?:\s|第|$)")
+_NAME = re.compile(rf"^(\S{{0,40}}?{_KINDS})(?:\s*[(](?:案|抄|抜粋)[)])?(?:\s|第|[-(|｜:：]|$)")
+# A booklet's own name or a viewer's label on its pages, never a regulation's title.
+_BOOKLET = re.compile(r"便覧|ハンドブック|ガイド|[Gg]uide|GUIDE|手引|要覧|ページ|年度|履修要項|"
+                      r"(?:19|20)[0-9]{2}|目次")
+_LIST_NUMBER = re.compile(r"^[0-9]{1,3}\.?\s+")
 _MARK = re.compile(r"^[○〇◯◎●]\s*")
 _NOT_TITLE = re.compile(
     rf"^(?:https?://|www\.)|^第\s*(?:{NUMBER})\s*(?:条|章|節|編|款)|^[(]|^附\s*則|^目\s*次"
@@ -25,8 +29,9 @@ _NOT_TITLE = re.compile(
 _MAX = 60
 
 
-def detect_title(layout: Layout, hint: str = "") -> str:
-    """The title found in the text before the first article, else `hint`, else ""."""
+def detect_title(layout: Layout, hint: str = "") -> tuple[str, str]:
+    """(title, where it came from): found in the text before the first article, else
+    `hint`, else ("", "")."""
     head = []
     for ln in layout.lines:
         if re.match(rf"^第\s*(?:{NUMBER})\s*条", ln.norm):
@@ -37,18 +42,20 @@ def detect_title(layout: Layout, hint: str = "") -> str:
             break
     for ln in head:
         if _MARK.match(ln.norm) and len(ln.norm) <= _MAX + 1:
-            return _clean(_MARK.sub("", ln.text.strip()))
+            return _clean(_MARK.sub("", ln.text.strip())), "○ title line"
     for ln in head:
-        m = _NAME.match(ln.norm)
-        if m and not _NOT_TITLE.match(ln.norm) and "。" not in m.group(1):
-            return _clean(_display_prefix(ln.text.strip(), len(m.group(1))))
+        norm = _LIST_NUMBER.sub("", ln.norm)
+        m = _NAME.match(norm)
+        if m and not _NOT_TITLE.match(norm) and "。" not in m.group(1):
+            text = _LIST_NUMBER.sub("", re.sub(r"^\s*#{1,6}\s+", "", ln.text.strip()))
+            return _clean(_display_prefix(text, len(m.group(1)))), "regulation name in the text"
     hint = _clean(hint)
     if hint and usable(hint):
-        return hint
+        return hint, "page title or document metadata"
     for ln in head:
-        if usable(ln.norm) and "。" not in ln.norm and "、" not in ln.norm:
-            return _clean(ln.text.strip())
-    return ""
+        if usable(ln.norm) and not re.search(r"[。、]", ln.norm) and not _BOOKLET.search(ln.norm):
+            return _clean(ln.text.strip()), "first line"
+    return "", ""
 
 
 def usable(title: str) -> bool:

@@ -71,18 +71,23 @@ def cli(ctx, config_path):
 @click.option("--device", help="Device for the embedder (cpu, cuda, mps; default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) if any file cannot be read.")
+@click.option("--explain", is_flag=True, help="First show how each document is read (title, "
+              "articles found, furniture dropped, warnings), as `rag inspect` does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_tokens,
-           batch_size, dense, device, dry_run, strict, as_json, quiet):
+           batch_size, dense, device, dry_run, strict, explain, as_json, quiet):
     """Build or update an index from regulation files.
 
     PATHS are files or directories (.txt/.md in UTF-8, Shift_JIS or EUC-JP, .html,
-    .pdf); default: the index's own sources, else [ingest] paths of rag.toml
+    .pdf, .docx); default: the index's own sources, else [ingest] paths of rag.toml
     (corpus/). Only changed documents are re-split and only changed passages
     re-embedded; the new index replaces the old one atomically. Files that cannot be
-    read are reported by name and skipped (see --strict).
+    read are reported by name and skipped (see --strict); .doc and .rtf are listed
+    with how to convert them. A `.ragignore` in a directory excludes files (glob
+    patterns, one a line; `drafts/` excludes a directory). Titles for documents whose
+    pages do not name the regulation: [ingest.titles] in rag.toml.
     """
     from ingest import store
     from ingest.embedder import EmbedderError
@@ -102,7 +107,9 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         passage_prefix=passage_prefix or cfg.passage_prefix,
         max_tokens=max_tokens or cfg.max_tokens, batch_size=batch_size or cfg.batch_size,
         dense=dense, default_dense=cfg.dense, device=device or cfg.device,
-        trust_remote_code=cfg.trust_remote_code)
+        trust_remote_code=cfg.trust_remote_code, titles=cfg.titles)
+    if explain:
+        _explain(paths, cfg.titles, as_json)
     progress = not quiet and sys.stderr.isatty()
     log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
     try:
@@ -129,6 +136,66 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
     if report.failures:
         click.echo(click.style(f"{len(report.failures)} file(s) skipped; see above "
                                "(--strict makes this an error)", fg="red"), err=True)
+
+
+def _explain(paths, titles: dict[str, str], as_json: bool) -> None:
+    """`rag ingest --explain`: how each document under PATHS reads (to stderr with --json)."""
+    from ingest.inspect import inspect_file, render
+    from ingest.loaders import LoadError
+    from ingest.pipeline import IngestError, declared_title, discover
+
+    try:
+        files, _ = discover(list(paths))
+    except IngestError as e:
+        raise click.ClickException(str(e)) from None
+    for f in files:
+        try:
+            report = inspect_file(f.path, f.source, declared_title(titles, f.source))
+        except LoadError:
+            continue                   # ingest reports it with its reason
+        for line in render(report, all_units=False):
+            click.echo(line, err=as_json)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--brief", is_flag=True, help="Summary only, without the list of articles.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file: title and "
+              "where it came from, structure, articles (label, caption, page, first "
+              "characters), share of the text inside articles, dropped lines, warnings.")
+@click.pass_context
+def inspect(ctx, files, brief, as_json):
+    """Show how a document is read: title, articles found, page furniture dropped.
+
+    \b
+    For each FILE: the regulation's title and where it came from (the text, a
+    ○ title line, metadata, [ingest.titles] of rag.toml, or the file name), each
+    article split out (label, caption, page, first characters), the share of the
+    text inside articles, the lines dropped as page furniture (page counters,
+    running headers), and warnings when a document mentions many articles but few
+    were split. Nothing is indexed and no model is loaded.
+    """
+    from ingest.inspect import inspect_file, render
+    from ingest.loaders import LoadError
+    from ingest.pipeline import declared_title
+
+    cfg = _config(ctx)
+    failed = False
+    for f in files:
+        try:
+            report = inspect_file(f, f.name, declared_title(cfg.titles, f.resolve().as_posix()))
+        except LoadError as e:
+            click.echo(click.style(f"{f}: cannot be read: {e}", fg="red"), err=True)
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False))
+        else:
+            for line in render(report, all_units=not brief):
+                click.echo(line)
+    if failed:
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------- search

@@ -29,6 +29,9 @@ class Config:
     dense: str = "flat"
     device: str | None = None
     trust_remote_code: bool = False
+    # [ingest.titles]: document path (relative to the ingested directory) or file name ->
+    # the regulation's name, for files whose pages do not say it (booklet excerpts).
+    titles: dict[str, str] = field(default_factory=dict)
     # [search]
     k: int = 5
     mode: str = "hybrid"
@@ -58,7 +61,7 @@ RENAMED = {("generate", "device"): "gen_device",
 SECTIONS = {
     "index": {"index"},
     "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
-               "batch_size", "dense", "device", "trust_remote_code"},
+               "batch_size", "dense", "device", "trust_remote_code", "titles"},
     "search": {"k", "mode", "thesaurus", "bm25_weight"},
     "generate": {"model", "adapter", "max_new_tokens", "temperature", "dtype", "allow_pickle",
                  "min_score", "device", "trust_remote_code"},
@@ -125,6 +128,10 @@ def _set(cfg: Config, key: str, value, where: str) -> None:
         kind = "a number"
     elif key in _BOOLS:
         ok, kind = isinstance(value, bool), "true or false"
+    elif key == "titles":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items())
+        kind = 'a table of "path" = "title" strings'
     elif key == "paths":
         ok = isinstance(value, str) or (isinstance(value, list)
                                         and all(isinstance(v, str) for v in value))
