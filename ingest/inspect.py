@@ -9,7 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from .loaders import load_document
+from .passage import Passage
 from .splitter import analyse_document
+
+
+def article_sequence(passages: list[Passage]) -> list[str]:
+    """The articles of a document in order (第N条, 第N条のM, 附則第N条, 附則), each once
+    however many parts a long one was split into: what gold boundaries list."""
+    out: list[str] = []
+    for p in passages:
+        if "条" not in p.article and p.article != "附則":
+            continue
+        if out and out[-1] == p.article and p.paragraph and not p.paragraph.startswith("第1項"):
+            continue           # a later part of the same article
+        out.append(p.article)
+    return out
 
 
 def inspect_file(path: Path, source: str | None = None, declared: str = "") -> dict:

@@ -278,6 +278,8 @@ _QUANTITY = re.compile(r"^\s*(?:年|月|日|単位|条|項|号|人|名|回|週|�
                        r"カ月|ケ月|以上|以下|未満|分|歳|才|部|通|件|点|次|期|学期|セメスター)")
 _ENDS = "。)」]"
 _CAPTION_BEFORE = re.compile(r"[(]([^()。]{1,30})[)]\s*$")
+# 「第86条 (削除)」: the body of a deleted article, not the next one's caption.
+_NOT_CAPTION = re.compile(r"^\s*(?:削\s*除|省\s*略|略)\s*$")
 _LABEL_BEFORE = re.compile(rf"(?:第\s*{_N}\s*条(?:\s*の\s*{_N})?|附\s*則(?:\s*[(][^()]{{1,40}}[)])?)\s*$")
 _CHAPTER_BEFORE = re.compile(rf"(?:第\s*{_N}\s*(?:編|章|節|款)[^。()]{{0,30}}|削\s*除)$")
 # 「…学則 第1章 総則」: a title runs into the first chapter heading.
@@ -345,7 +347,8 @@ def _cuts(norm: str, st: _State) -> list[int]:
             if not (boundary or in_sequence):
                 continue
             cap = _CAPTION_BEFORE.search(before)
-            if cap and not re.search(r"第\s*[0-9]+\s*条", cap.group(1)):
+            if cap and not re.search(r"第\s*[0-9]+\s*条", cap.group(1)) and not _NOT_CAPTION.match(
+                    cap.group(1)):
                 _add(cuts, cap.start(), norm)     # the caption opens the article...
             st.article, st.paragraph, st.item, st.kitem = number, 1, 0, 0
             st.seen_article = True

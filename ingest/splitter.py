@@ -28,7 +28,7 @@ _HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s+|$)(.*)$")
 _ARTICLE = re.compile(
     rf"^第\s*({NUMBER})\s*条(?:\s*の\s*({NUMBER}))?"
     rf"(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$|(?=[^\s(])(.*))")
-_CAPTION = re.compile(r"^[(]([^()]{1,30})[)]$")
+_CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])([^()]{1,30})[)]$")
 # 附則 / 附 則 (令和6年…規則第5号) / 附則 抄; its text may follow on the same line.
 _SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?(?:\s+(.*))?$")
 # 別表第1（第2条関係） / 様式第3号 / 別記: tables and forms after the articles.
@@ -204,6 +204,11 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
             units.append(current)
             label = article_label(parse_number(a.group(1)),
                                   parse_number(a.group(2)) if a.group(2) else None)
+            if supplement and label == "第1条" and current.article == "附則" and len(
+                    current.lines) > 1:
+                # A 附則 of plain paragraphs, then 第1条 again: the next regulation of
+                # a booklet begins (a 附則 with articles opens with 第1条 directly).
+                supplement, levels = None, {}
             seen_article = True
             cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")
             heading = supplement or _heading_path(levels)

@@ -5,43 +5,61 @@ document, or a split part of it (第42条 split at 項 is still 第42条).
 """
 from __future__ import annotations
 
+import re as _re
+import unicodedata as _ud
+
+from ingest.japanese import NUMBER, nfkc, parse_number
 from ingest.passage import Passage
 
 from .questions import Gold
 
 
 def is_gold(passage: Passage, gold: Gold) -> bool:
+    """Strict: the passage is the gold article (what a citation needs)."""
     return passage.source == gold.file and passage.article == gold.article
 
 
-def first_gold_rank(passages: list[Passage], golds: list[Gold]) -> int | None:
+def contains_gold(passage: Passage, gold: Gold) -> bool:
+    """Lenient: the passage is the gold article or a passage of the same document whose
+    text holds its heading (an unsplit page or a prose block around it)."""
+    if is_gold(passage, gold):
+        return True
+    if passage.source != gold.file or passage.article:
+        return False
+    label = gold.article.removeprefix("附則")
+    return _re.search(rf"{_re.escape(label)}(?![0-9の])", "".join(nfkc(passage.text).split())) is not None
+
+
+def first_gold_rank(passages: list[Passage], golds: list[Gold], match=is_gold) -> int | None:
     """1-based rank of the first passage that is any gold article, or None."""
     for rank, p in enumerate(passages, start=1):
-        if any(is_gold(p, g) for g in golds):
+        if any(match(p, g) for g in golds):
             return rank
     return None
 
 
-def gold_recall(passages: list[Passage], golds: list[Gold]) -> float:
+def gold_recall(passages: list[Passage], golds: list[Gold], match=is_gold) -> float:
     """Share of the gold articles found among `passages` (multi-article questions)."""
     if not golds:
         return 0.0
-    return sum(any(is_gold(p, g) for p in passages) for g in golds) / len(golds)
+    return sum(any(match(p, g) for p in passages) for g in golds) / len(golds)
 
 
-def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: int) -> dict:
-    """hit@1, hit@k, MRR (within the k results) and gold recall@k over answerable questions."""
+def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: int,
+                      match=is_gold) -> dict:
+    """hit@1, hit@k, MRR (within the k results) and gold recall@k over answerable
+    questions; `match` is is_gold (strict) or contains_gold (lenient)."""
     rows = [(r[:k], g) for r, g in zip(results, golds) if g]
     if not rows:
         return {"questions": 0}
-    ranks = [first_gold_rank(r, g) for r, g in rows]
+    ranks = [first_gold_rank(r, g, match) for r, g in rows]
     n = len(rows)
     return {
         "questions": n,
         "hit@1": sum(1 for x in ranks if x == 1) / n,
         f"hit@{k}": sum(1 for x in ranks if x is not None) / n,
         "mrr": sum(1 / x for x in ranks if x) / n,
-        f"recall@{k}": sum(gold_recall(r, g) for r, g in rows) / n,
+        f"recall@{k}": sum(gold_recall(r, g, match) for r, g in rows) / n,
     }
 
 
@@ -49,11 +67,6 @@ def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: 
 #
 # Japanese has no spaces between words, so answer overlap is measured on characters
 # after NFKC, with whitespace and punctuation removed (「１６単位。」 == "16単位").
-
-import re as _re  # noqa: E402
-import unicodedata as _ud  # noqa: E402
-
-from ingest.japanese import NUMBER, nfkc, parse_number  # noqa: E402
 
 # Phrases a system uses when the regulations do not cover a question.
 ABSTENTION_MARKERS = ("見当たりません", "定めがありません", "定めがなく", "規定はありません",

@@ -1,6 +1,7 @@
 """Search an index: dense (FAISS), BM25 (bm25s + Sudachi) or both fused by rank."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,27 @@ from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
 RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
+# A regulation's 趣旨/目的 article states what the regulation covers, so it shares words
+# with every question about that regulation and answers almost none of them. It goes
+# this many places down in each ranking (it still comes up when nothing else matches).
+# Measured on the public set: hybrid hit@1 +0.05, no change on the sample sets.
+SCOPE_DEMOTION = 3
+_SCOPE_CAPTION = re.compile(r"^(?:趣旨|目的|総則|通則|適用範囲)$")
+_SCOPE_TEXT = re.compile(r"(?:この|本)\S{0,8}(?:学則|規則|規程|細則|要項|要綱|内規|基準|申合せ)は")
+
+
+def is_scope_article(p: Passage) -> bool:
+    """「（趣旨）第1条 この規程は、…必要な事項を定める。」"""
+    return bool(_SCOPE_CAPTION.match(p.caption)) or (
+        p.article == "第1条" and not p.caption and _SCOPE_TEXT.search(nfkc(p.text)[:80]) is not None)
+
+
+def demote_scope(ranking: list[tuple[int, float]], passages: list[Passage],
+                 places: int = SCOPE_DEMOTION) -> list[tuple[int, float]]:
+    """Move 趣旨/目的 articles `places` positions down (scores kept as they were)."""
+    keyed = [((pos + places + 0.5) if is_scope_article(passages[i]) else pos, (i, score))
+             for pos, (i, score) in enumerate(ranking)]
+    return [item for _, item in sorted(keyed, key=lambda x: x[0])]
 
 
 class EmbedderMismatch(Exception):
@@ -94,20 +116,22 @@ class Retriever:
         n = len(self.passages)
         if n == 0 or not queries:
             return [[] for _ in queries]
-        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k)
+        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k + SCOPE_DEMOTION)
         queries = [nfkc(q).strip() for q in queries]
         if self.thesaurus:
             queries = [self.thesaurus.expand(q) for q in queries]
         dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        demoted_dense = [demote_scope(r, self.passages) for r in dense] if dense else None
+        demoted_sparse = [demote_scope(r, self.passages) for r in sparse] if sparse else None
         out = []
         for qi in range(len(queries)):
             if mode == "dense":
-                ranked = dense[qi]
+                ranked = demoted_dense[qi]
             elif mode == "bm25":
-                ranked = sparse[qi]
+                ranked = demoted_sparse[qi]
             else:
-                ranked = reciprocal_rank_fusion([dense[qi], sparse[qi]],
+                ranked = reciprocal_rank_fusion([demoted_dense[qi], demoted_sparse[qi]],
                                                 weights=[1.0, self.bm25_weight])
             cos = dict(dense[qi]) if dense else {}
             top = ranked[:k]

@@ -66,7 +66,8 @@ def test_thesaurus_helps_on_heldout_questions(e5_retriever):
 
 
 def test_weighting_bm25_in_the_fusion_helps_on_heldout_questions(e5_retriever):
-    """The weight was chosen on questions.jsonl; it must not hurt the held-out set."""
+    """The weight was chosen on questions.jsonl and the public set; it must not hurt the
+    held-out set."""
     qs = load_questions(CORPUS / "heldout.jsonl")
     weighted = _summary(e5_retriever, qs, "hybrid")["mrr"]
     weight, e5_retriever.bm25_weight = e5_retriever.bm25_weight, 1.0
@@ -74,4 +75,4 @@ def test_weighting_bm25_in_the_fusion_helps_on_heldout_questions(e5_retriever):
         equal = _summary(e5_retriever, qs, "hybrid")["mrr"]
     finally:
         e5_retriever.bm25_weight = weight
-    assert weight == 2.0 and weighted > equal, (weighted, equal)
+    assert weight == 1.5 and weighted > equal, (weighted, equal)

@@ -21,22 +21,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from ingest.inspect import article_sequence  # noqa: E402
 from ingest.loaders import load_document  # noqa: E402
 from ingest.splitter import analyse_document  # noqa: E402
 
 
 def predicted_articles(path: Path, source: str) -> list[str]:
-    analysis = analyse_document(load_document(path), source)
-    out: list[str] = []
-    for p in analysis.passages:
-        if ("条" in p.article or p.article == "附則") and (not out or out[-1] != p.article
-                                                          or not p.paragraph):
-            if out and out[-1] == p.article and p.paragraph:
-                continue
-            out.append(p.article)
-    # Parts of one long article share its label: count the article once.
-    dedup = [a for i, a in enumerate(out) if i == 0 or a != out[i - 1] or a == "附則"]
-    return dedup
+    return article_sequence(analyse_document(load_document(path), source).passages)
 
 
 def score(gold: list[str], pred: list[str]) -> tuple[int, int, int]:
