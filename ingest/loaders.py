@@ -221,8 +221,8 @@ def _load_pdf(data: bytes) -> LoadedDocument:
                 raise LoadError(f"encrypted PDF ({e})") from None
             if not ok:
                 raise LoadError("encrypted PDF (a password is needed to read it)")
-        pages = [Page(page.extract_text() or "", number=i + 1)
-                 for i, page in enumerate(reader.pages)]
+        from .pdf_columns import page_text
+        pages = [Page(page_text(page), number=i + 1) for i, page in enumerate(reader.pages)]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
         raise

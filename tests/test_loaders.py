@@ -133,3 +133,133 @@ def test_garbage_extraction_is_detected():
 def test_decode_refuses_non_japanese_bytes():
     with pytest.raises(LoadError):
         decode_text(bytes([0xA1, 0xA2, 0xFE]) * 50 + b"\xff")
+
+
+# --------------------------------------------------------------------------- booklets
+
+def _booklet_pdf(lines: list[str], *, interleaved: bool, per_column: int = 30) -> bytes:
+    """A4 pages in two columns with a running header and a page number, drawn either
+    column by column or row by row across both columns (the hard case for pypdf)."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+    pdfmetrics.registerFont(UnicodeCIDFont("HeiseiMin-W3"))
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595, 842))
+    per_page = 2 * per_column
+    for n, start in enumerate(range(0, len(lines), per_page), start=1):
+        page = lines[start:start + per_page]
+        cols = [page[:per_column], page[per_column:]]
+        c.setFont("HeiseiMin-W3", 9)
+        c.drawCentredString(297, 810, "令和6年度 学生便覧 Ⅳ 規程集")
+        c.drawCentredString(297, 30, f"- {40 + n} -")
+        cells = ([(col, row) for row in range(per_column) for col in (0, 1)] if interleaved
+                 else [(col, row) for col in (0, 1) for row in range(per_column)])
+        for col, row in cells:
+            if row < len(cols[col]):
+                c.drawString(40 + col * 280, 780 - row * 14, cols[col][row])
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def _column_lines(text: str, width: int = 24) -> list[str]:
+    out = []
+    for para in text.splitlines():
+        para = para.strip()
+        out += [para[i:i + width] for i in range(0, len(para), width)] or [""]
+    return out
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_two_column_booklet_pdf_reads_in_column_order(tmp_path, interleaved):
+    """Real text (長岡造形大学 転学科規程, corpus/public) set as a two-column booklet."""
+    import json
+
+    from conftest import CORPUS
+    from ingest.inspect import article_sequence
+    from ingest.splitter import split_document
+    name = "docs/nagaoka-id-tengakka-kitei.txt"
+    src = (CORPUS / "public" / name).read_text(encoding="utf-8")
+    gold = next(json.loads(x)["articles"] for x in (CORPUS / "public/boundaries.jsonl")
+                .read_text(encoding="utf-8").splitlines() if name in x)
+    f = tmp_path / "booklet.pdf"
+    f.write_bytes(_booklet_pdf(_column_lines(src), interleaved=interleaved, per_column=10))
+    doc = load_document(f)
+    assert len(doc.pages) >= 2
+    passages = split_document(doc, "booklet.pdf")
+    assert article_sequence(passages) == gold
+    squash = lambda s: "".join(s.split())  # noqa: E731 - layout whitespace differs
+    assert squash("".join(p.text for p in passages)) in squash(src)   # in reading order
+    assert not any("学生便覧" in p.text or "- 4" in p.text for p in passages)
+    assert doc.title == "長岡造形大学転学科に関する規程"
+
+
+# --------------------------------------------------------------------------- Word
+
+def _docx_with_article_numbering(path):
+    """A 規程 as departments write it in Word: 第N条 and 号 (一, 二) come from list
+    numbering, not from the text; 別表 is a table."""
+    import docx
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+    d = docx.Document()
+    numbering = d.part.numbering_part.element
+    numbering.append(parse_xml(
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="90">'
+        '<w:lvl w:ilvl="0"><w:start w:val="1"/><w:numFmt w:val="decimalFullWidth"/>'
+        '<w:lvlText w:val="第%1条"/></w:lvl>'
+        '<w:lvl w:ilvl="1"><w:start w:val="1"/><w:numFmt w:val="japaneseCounting"/>'
+        '<w:lvlText w:val="%2"/></w:lvl></w:abstractNum>'))
+    numbering.append(parse_xml(f'<w:num {nsdecls("w")} w:numId="90"><w:abstractNumId w:val="90"/></w:num>'))
+
+    def numbered(text, level=0):
+        p = d.add_paragraph(text)
+        p._p.get_or_add_pPr().append(parse_xml(
+            f'<w:numPr {nsdecls("w")}><w:ilvl w:val="{level}"/><w:numId w:val="90"/></w:numPr>'))
+    d.add_paragraph("東雲大学奨学金規程")
+    d.add_paragraph("（目的）")
+    numbered("この規程は、学生の奨学金に関し必要な事項を定める。")
+    d.add_paragraph("（資格）")
+    numbered("奨学金を受けることができる者は、次の各号のいずれかに該当する者とする。")
+    numbered("学業成績が優秀な者", 1)
+    numbered("経済的理由により修学が困難な者", 1)
+    d.add_paragraph("２　前項の選考は、学生委員会が行う。")
+    d.add_paragraph("附　則")
+    d.add_paragraph("この規程は、令和６年４月１日から施行する。")
+    d.add_paragraph("別表第１（第２条関係）")
+    table = d.add_table(rows=2, cols=2)
+    for r, row in enumerate([("区分", "月額"), ("給付", "30,000円")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    d.save(path)
+
+
+def test_docx_numbering_captions_and_tables(tmp_path):
+    from ingest.splitter import split_document
+    f = tmp_path / "奨学金規程.docx"
+    _docx_with_article_numbering(f)
+    doc = load_document(f)
+    assert doc.kind == "docx" and doc.title == "東雲大学奨学金規程"
+    assert "第１条　この規程は" in doc.text and "一　学業成績が優秀な者" in doc.text
+    ps = split_document(doc, f.name)
+    assert [(p.article, p.caption) for p in ps] == [
+        ("第1条", "目的"), ("第2条", "資格"), ("附則", ""), ("別表第1", "第2条関係")]
+    assert "二　経済的理由" in ps[1].text and "２　前項の選考" in ps[1].text
+    assert "給付 | 30,000円" in ps[3].text
+
+
+def test_doc_and_rtf_in_a_directory_are_listed_with_how_to_convert(tmp_path):
+    from ingest.pipeline import discover
+    (tmp_path / "学則.txt").write_text("第1条 本学は大学とする。", encoding="utf-8")
+    (tmp_path / "旧規程.doc").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "細則.rtf").write_bytes(b"{\\rtf1}")
+    (tmp_path / "drafts").mkdir()
+    (tmp_path / "drafts" / "案.txt").write_text("第1条 案", encoding="utf-8")
+    (tmp_path / "old.txt").write_text("第1条 旧", encoding="utf-8")
+    (tmp_path / ".ragignore").write_text("# not yet in force\ndrafts/\nold.txt\n", encoding="utf-8")
+    files, problems = discover([tmp_path])
+    assert [f.source for f in files] == ["学則.txt"]
+    reasons = {p.source: p.reason for p in problems}
+    assert set(reasons) == {"旧規程.doc", "細則.rtf"}
+    assert "libreoffice --headless --convert-to docx" in reasons["旧規程.doc"]
