@@ -30,10 +30,12 @@ def test_bad_files_are_reported_and_the_rest_is_indexed(corpus_copy, tmp_path, t
     (corpus_copy / "壊れた.pdf").write_bytes(b"%PDF-1.4 broken")
     (corpus_copy / "空.txt").write_bytes(b"")
     (corpus_copy / "画像.txt").write_bytes(b"\x00\x01\x02" * 100)
-    (corpus_copy / "notes.docx").write_bytes(b"PK")      # unsupported: not even looked at
+    (corpus_copy / "notes.docx").write_bytes(b"PK")      # a damaged Word file
+    (corpus_copy / "notes.xyz").write_bytes(b"PK")       # unsupported: not even looked at
     report = ingest([corpus_copy], tmp_path / "idx", _settings(tiny_embedder))
     failed = {d.source: d.reason for d in report.failures}
-    assert set(failed) == {"壊れた.pdf", "空.txt", "画像.txt"}
+    assert set(failed) == {"壊れた.pdf", "空.txt", "画像.txt", "notes.docx"}
+    assert "corrupt Word .docx" in failed["notes.docx"]
     assert "corrupt PDF" in failed["壊れた.pdf"] and "empty" in failed["空.txt"]
     assert "binary" in failed["画像.txt"]
     sources = {p.source for p in store.load_index(tmp_path / "idx").passages}
