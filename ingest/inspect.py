@@ -58,8 +58,8 @@ def render(report: dict, *, width: int = 60, all_units: bool = True) -> list[str
            f"  read as: {r['structure']}, {r['kind']}"
            + (f" {r['encoding']}" if r.get("encoding") else "")
            + (f", {r['pages']} pages" if r["kind"] == "pdf" else ""),
-           f"  articles: {r['articles_split']} split, {r['article_numbers_mentioned']} article "
-           f"numbers mentioned; {r['article_share']:.0%} of the text inside articles; "
+           f"  articles: {r['articles_split']} split of {r['article_numbers_mentioned']} article "
+           f"headings in the text; {r['article_share']:.0%} of the text inside articles; "
            f"{r['passages']} passages"]
     if r["despaced_lines"] or r["breaks_inserted"]:
         out.append(f"  layout: {r['breaks_inserted']} breaks inserted into long lines, "

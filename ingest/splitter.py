@@ -74,7 +74,7 @@ class Analysis:
     layout: Layout
     structure: str                  # regulation | items | prose
     article_share: float            # share of the text inside articles (条, 附則, 別表)
-    mentioned: int                  # distinct article numbers written anywhere (第N条)
+    mentioned: int                  # distinct article numbers written as headings (not references)
     split: int                      # distinct articles split out
     warnings: list[str] = field(default_factory=list)
 
@@ -105,7 +105,7 @@ def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None
                         inside / total, mentioned, split)
     if mentioned >= 5 and split < mentioned / 3:
         analysis.warnings.append(
-            f"{mentioned} article numbers mentioned but only {split} articles split: "
+            f"{mentioned} article headings in the text but only {split} articles split: "
             "check the layout with `rag inspect`")
     elif structure == "regulation" and inside / total < 0.5:
         analysis.warnings.append(
@@ -122,10 +122,21 @@ def _article(norm: str) -> re.Match | None:
     return None if REFERENCE_TAIL.match(norm[head.end():]) else m
 
 
+# A table of contents names article ranges: 「第1章 総則(第1条―第12条)」.
+_TOC_RANGE = re.compile(rf"[(]第\s*(?:{NUMBER})\s*条(?:の\s*(?:{NUMBER}))?\s*[-―‐ー~〜・、]"
+                        rf"[^()]*?第\s*(?:{NUMBER})\s*条(?:の\s*(?:{NUMBER}))?[)]")
+
+
 def _mentioned_articles(lines: list[Line]) -> int:
+    """Distinct article numbers written in the text, table-of-contents ranges aside."""
     numbers = set()
     for ln in lines:
-        for m in re.finditer(rf"第\s*({NUMBER})\s*条", ln.norm):
+        text = _TOC_RANGE.sub("", ln.norm)
+        for m in re.finditer(rf"第\s*({NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))?", text):
+            # 「学則第46条に規定する」「同法第9条第2項」: a reference names another article.
+            if (REFERENCE_TAIL.match(text[m.end():])
+                    or re.search(r"(?:法|則|程|令|準|綱|領|内規|同)\s*$", text[:m.start()])):
+                continue
             try:
                 numbers.add(parse_number(m.group(1)))
             except ValueError:
