@@ -222,6 +222,7 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
                 supplement, levels = None, {}
             seen_article = True
             cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")
+            cap = re.sub(r"(?<=[^\x00-\x7f])\s+(?=[^\x00-\x7f])", "", cap)   # 「(懲 戒)」
             heading = supplement or _heading_path(levels)
             current = _Unit(("附則" if supplement else "") + label, cap.strip(), heading,
                             ([caption] if caption else []) + [ln])
