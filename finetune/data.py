@@ -16,12 +16,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.errors import RagError
 from rag.prompt import PROMPT_VERSION, render_instruction
 
 IGNORE = -100
 
 
-class DataError(Exception):
+class DataError(RagError):
     pass
 
 

@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ingest.errors import RagError
+
 from .config import TrainConfig
 from .data import batches, collate, prepare
 
@@ -34,7 +36,7 @@ TARGET_MODULES = {
 }
 
 
-class TrainError(Exception):
+class TrainError(RagError):
     pass
 
 
@@ -124,26 +126,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    from ingest.attention import use_shape_agnostic_attention
-    from rag.generate import pick_device_dtype
+    from rag.models import load_causal_lm, load_tokenizer, pick_device_dtype
 
-    hf_logging.disable_progress_bar()
     started = time.time()
     rank, world, local_rank = _dist()
     main = rank == 0
     out = Path(cfg.out)
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     _, dtype = pick_device_dtype(device, cfg.dtype)
-    use_shape_agnostic_attention(device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, what="model")
     # Rank 0 tokenises and caches; the others read its cache (no duplicated work, and no
     # NCCL timeout while one rank preprocesses a large dataset alone).
     cache = out / "cache"
@@ -157,10 +152,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                        cfg.max_eval_examples, cfg.seed, cache)
 
     # Each rank loads straight onto its own GPU: no host copy of the weights per rank.
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-        use_safetensors=None if cfg.allow_pickle else True,
-        device_map=device if device.startswith("cuda") else None)
+    model = load_causal_lm(cfg.model, device=device, dtype=dtype, what="model",
+                           trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     targets = _targets(cfg, model)
     if dtype == torch.float16:
         # fp16 overflows in layer norms and the head (GPT-NeoX on V100): keep them fp32.

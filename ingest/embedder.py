@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .attention import use_shape_agnostic_attention
+from .errors import RagError
 
 # Retrieval models are trained with these query/passage prefixes; without them
 # quality drops (the e5 FAQ warns about it). Matched against the model name.
@@ -22,7 +23,7 @@ KNOWN_PREFIXES: list[tuple[str, str, str]] = [
 DEFAULT_EMBEDDER = "cl-nagoya/ruri-v3-30m"
 
 
-class EmbedderError(Exception):
+class EmbedderError(RagError):
     pass
 
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import RagError
 from .japanese import looks_japanese
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
@@ -32,7 +33,7 @@ _HTML_BLOCKS = ("p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
                 "dt", "dd", "pre", "blockquote", "section", "article", "br", "table")
 
 
-class LoadError(Exception):
+class LoadError(RagError):
     """A file that cannot be indexed; the message says why."""
 
 

@@ -19,13 +19,14 @@ import numpy as np
 
 from . import store
 from .embedder import DEFAULT_EMBEDDER, Embedder, EmbedderInfo, resolve_revision
+from .errors import RagError
 from .loaders import CONVERTIBLE, SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .splitter import SPLITTER_VERSION, analyse_document, change_key
 from .tokenizer import JapaneseTokenizer
 
 
-class IngestError(Exception):
+class IngestError(RagError):
     """Ingest cannot go on (no documents, --strict with bad files, ...)."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import RagError
 from .passage import Passage
 
 FORMAT_NAME = "gakusoku-rag-index"
@@ -29,7 +30,7 @@ FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 
 
-class IndexStoreError(Exception):
+class IndexStoreError(RagError):
     """The index directory is missing, locked, corrupt or from another format."""
 
 

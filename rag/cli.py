@@ -400,7 +400,7 @@ def _configured_adapter(cfg, log) -> str | None:
         return None
     if Path(cfg.adapter).expanduser().exists():
         return str(Path(cfg.adapter).expanduser())
-    from .generate import GeneratorError, adapter_base_model
+    from .models import ModelError as GeneratorError, adapter_base_model
     try:
         adapter_base_model(cfg.adapter)
     except GeneratorError:
@@ -868,7 +868,7 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
 
     from ingest.embedder import DEFAULT_EMBEDDER
 
-    from .generate import adapter_base_model
+    from .models import adapter_base_model
 
     cfg = _config(ctx)
     wanted = [("model", model or cfg.model), ("adapter", adapter or cfg.adapter),

@@ -10,8 +10,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ingest.errors import RagError
 
-class ConfigError(Exception):
+
+class ConfigError(RagError):
     pass
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.errors import RagError
+
 from . import metrics
 from .questions import Question, check_gold, load_questions
 
@@ -42,7 +44,7 @@ METRIC_DOCS = {
 }
 
 
-class EvalError(Exception):
+class EvalError(RagError):
     pass
 
 

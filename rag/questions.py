@@ -5,10 +5,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.errors import RagError
+
 TYPES = ("lookup", "paraphrase", "reasoning", "multi", "unanswerable")
 
 
-class QuestionSetError(Exception):
+class QuestionSetError(RagError):
     pass
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ingest import store
 from ingest.embedder import Embedder
+from ingest.errors import RagError
 from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
@@ -42,7 +43,7 @@ def demote_scope(ranking: list[tuple[int, float]], passages: list[Passage],
     return [item for _, item in sorted(keyed, key=lambda x: x[0])]
 
 
-class EmbedderMismatch(Exception):
+class EmbedderMismatch(RagError):
     pass
 
 

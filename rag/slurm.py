@@ -10,12 +10,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.errors import RagError
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"finetune": ["finetune.sbatch"], "finetune-multi": ["finetune-multi.sbatch"],
            "ingest": ["ingest.sbatch"], "eval": ["eval-array.sbatch", "eval-merge.sbatch"]}
 
 
-class SlurmError(Exception):
+class SlurmError(RagError):
     pass
 
 

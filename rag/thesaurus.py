@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ingest.errors import RagError
 from ingest.japanese import nfkc
 
 DEFAULT = "default"
 
 
-class ThesaurusError(Exception):
+class ThesaurusError(RagError):
     pass
 
 
