@@ -46,6 +46,12 @@ class Passage:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def citation(self) -> dict:
+        """What a citation of this passage shows, in every JSON output (search, ask,
+        eval): the document and its title, the article with caption, 項 and page."""
+        return {"source": self.source, "title": self.title, "article": self.article,
+                "caption": self.caption, "paragraph": self.paragraph, "page": self.page}
+
     @classmethod
     def from_dict(cls, d: dict) -> "Passage":
         names = {f.name for f in fields(cls)}

@@ -9,15 +9,14 @@ passages keep the original lines for display.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .japanese import (NUMBER, article_label, has_sentence_end, nfkc, parse_number,
-                       split_sentences)
+from .japanese import (NUMBER, article_label, has_sentence_end, parse_number)
 from .layout import Layout, Line, read_layout
-from .layout import _REFERENCE_TAIL as REFERENCE_TAIL
+from .layout import REFERENCE_TAIL
 from .loaders import LoadedDocument
 from .passage import Passage, content_hash
+from .sizing import TokenCounter, unit_passages
 
 SPLITTER_VERSION = 3
 _MD_HEADING = re.compile(r"^#{2,6}\s")
@@ -38,7 +37,9 @@ _PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
 _ITEM_DIGIT = re.compile(r"^([0-9]+)(?:\s+|[.、]\s*)(\S.*)$")
 _ITEM_KANJI = re.compile(r"^([一二三四五六七八九十]+)\s+(\S.*)$")
 
-TokenCounter = Callable[[str], int]
+
+
+
 
 
 @dataclass
@@ -95,7 +96,7 @@ def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None
     counter = count_tokens or len
     passages: list[Passage] = []
     for unit in units:
-        passages.extend(_unit_passages(unit, doc.title, source, max_tokens, counter,
+        passages.extend(unit_passages(unit, doc.title, source, max_tokens, counter,
                                        prose=not unit.article))
     total = sum(len(ln.norm) for ln in lines) or 1
     inside = sum(len(ln.norm) for u in units if u.article for ln in u.lines)
@@ -160,18 +161,11 @@ def _set_heading(levels: dict[str, str], match: re.Match, line: "Line") -> None:
     kind = match.group(2)
     for lower in _LEVELS[_LEVELS.index(kind):]:
         levels.pop(lower, None)
-    levels[kind] = _display(line)
+    levels[kind] = line.display
 
 
 def _heading_path(levels: dict[str, str]) -> str:
     return " > ".join(levels[k] for k in _LEVELS if levels.get(k))
-
-
-_MD_MARK = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+(?=第))")
-
-
-def _display(line: Line) -> str:
-    return _MD_MARK.sub("", line.text.strip()).strip()
 
 
 # --------------------------------------------------------------------------- regulations
@@ -326,95 +320,6 @@ def _prose_units(lines: list[Line]) -> list[_Unit]:
         current.lines.append(ln)
     units.append(current)
     return [u for u in units if u.lines]
-
-
-# --------------------------------------------------------------------------- sizing
-
-def _unit_passages(unit: _Unit, title: str, source: str, max_tokens: int | None,
-                   count: TokenCounter, prose: bool) -> list[Passage]:
-    def make(text: str, paragraph: str = "") -> Passage:
-        return Passage(id="", source=source, title=title, heading=unit.heading,
-                       article=unit.article, caption=unit.caption, paragraph=paragraph,
-                       page=unit.page, text=text)
-
-    whole = make(_join(unit.lines))
-    if max_tokens is None or count(whole.search_text()) <= max_tokens:
-        return [whole]
-    # Room for the header, including the longest 項 label a part could carry. Each
-    # count includes the prefix and special tokens once; pieces are charged without.
-    n = len(unit.paragraph_starts)
-    budget = max_tokens - count(make("", f"第{n}項〜第{n}項").search_text()) - 2
-    if budget < 8:
-        raise ValueError(f"{source}: max_tokens={max_tokens} leaves no room for text after "
-                         f"the passage header {make('').header()!r}")
-    overhead = count("")
-
-    def cost(text: str) -> int:
-        return count(nfkc(text)) - overhead
-
-    # Pieces that may end a passage: 項 (for articles), then sentences. PDF line
-    # breaks are layout, not sentence ends, so only text files break at newlines.
-    pieces: list[tuple[str, int, bool]] = []   # (text, 項 number, opens the 項)
-    bounds = unit.paragraph_starts + [len(unit.lines)]
-    for number, (a, b) in enumerate(zip(bounds, bounds[1:]), start=1):
-        text = _join(unit.lines[a:b])
-        if cost(text) <= budget:
-            pieces.append((text, number, True))
-            continue
-        sentences = _sentences_within(text, budget, cost, newline_breaks=unit.page is None)
-        pieces.extend((s, number, i == 0) for i, s in enumerate(sentences))
-    parts: list[list[tuple[str, int, bool]]] = [[]]
-    used = 0
-    for piece in pieces:
-        n = cost(piece[0])
-        if parts[-1] and used + n > budget:
-            parts.append([])
-            used = 0
-        parts[-1].append(piece)
-        used += n
-    out = []
-    for part in parts:
-        first, last = part[0][1], part[-1][1]
-        label = "" if prose else (f"第{first}項" if first == last else f"第{first}項〜第{last}項")
-        text = "".join(("\n" if opens and i else "") + t for i, (t, _, opens) in enumerate(part))
-        out.append(make(text.strip("\n"), label))
-    return out
-
-
-def _sentences_within(text: str, budget: int, cost: TokenCounter,
-                      newline_breaks: bool) -> list[str]:
-    """Sentences of `text`; a single sentence over budget is cut at 、 and, as a last
-    resort, by characters, since the embedder would otherwise silently truncate it."""
-    sentences = split_sentences(text, newline_breaks=newline_breaks)
-    # A caption line 「（目的）」 is not a sentence of its own: it stays with the next.
-    merged: list[str] = []
-    for s in sentences:
-        if merged and _CAPTION.match(nfkc(merged[-1]).strip()):
-            merged[-1] += s
-        else:
-            merged.append(s)
-    out: list[str] = []
-    for sentence in merged:
-        if cost(sentence) <= budget:
-            out.append(sentence)
-            continue
-        chunk = ""
-        for clause in re.split(r"(?<=[、，,])", sentence):
-            if chunk and cost(chunk + clause) > budget:
-                out.append(chunk)
-                chunk = ""
-            while cost(clause) > budget:       # no 、 to cut at: cut by characters
-                cut = max(1, len(clause) * budget // cost(clause))
-                out.append(clause[:cut])
-                clause = clause[cut:]
-            chunk += clause
-        if chunk:
-            out.append(chunk)
-    return out
-
-
-def _join(lines: list[Line]) -> str:
-    return "\n".join(_display(ln) for ln in lines)
 
 
 def _with_unique_ids(passages: list[Passage]) -> list[Passage]:

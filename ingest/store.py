@@ -121,7 +121,7 @@ def build_dense(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32):
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 128
     else:
-        raise ValueError(f"unknown dense index kind {kind!r} (flat or hnsw)")
+        raise IndexStoreError(f"unknown dense index kind {kind!r} (flat or hnsw)")
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index

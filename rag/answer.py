@@ -5,9 +5,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ingest.errors import RagError
+
 from .context import Source, pack
-from .generate import Generator
+from .generator import Generation, GenerationOptions, Generator
 from .prompt import ABSTAIN_ANSWER, Turn, render
+
+
+class AnswerError(RagError):
+    """A question that cannot be answered as asked (too long for the model's window)."""
 
 
 @dataclass
@@ -24,12 +30,7 @@ class Answer:
         return {
             "question": self.question, "answer": self.text, "abstained": self.abstained,
             "retrieval": self.retrieval,
-            "sources": [{"n": i, "source": s.passage.source, "title": s.passage.title,
-                         "article": s.passage.article, "caption": s.passage.caption,
-                         "paragraph": s.passage.paragraph, "page": s.passage.page,
-                         "score": None if s.score is None else round(float(s.score), 6),
-                         "cross_reference_from": s.via}
-                        for i, s in enumerate(self.sources, start=1)],
+            "sources": [{"n": i, **s.to_json()} for i, s in enumerate(self.sources, start=1)],
             "timings": {k: round(v, 3) if isinstance(v, float) else v
                         for k, v in self.timings.items()},
         }
@@ -40,18 +41,18 @@ class Answerer:
 
     def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
                  mode: str = "hybrid", min_score: float | None = None,
-                 max_new_tokens: int = 256, temperature: float = 0.0,
+                 options: GenerationOptions = GenerationOptions(),
                  follow_references: bool = True):
         self.generator, self.retriever = generator, retriever
         self.k, self.mode, self.min_score = k, mode, min_score
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.options = options
         self.follow_references = follow_references
 
     # ------------------------------------------------------------------ prompt
 
     def budget(self) -> int:
         """Prompt tokens allowed: the window minus room for the answer."""
-        return self.generator.context_window - self.max_new_tokens
+        return self.generator.context_window - self.options.max_new_tokens
 
     def fit_history(self, question: str, history: Sequence[Turn]) -> list[Turn]:
         """Drop the oldest turns until the question and history leave room for context."""
@@ -76,7 +77,7 @@ class Answerer:
         chosen = pack(sources, fits, self.retriever, self.follow_references)
         prompt = render(tok, question, [s.context() for s in chosen], history)
         if self.generator.count_tokens(prompt) > self.budget():
-            raise ValueError(f"the question and conversation alone exceed the model's window "
+            raise AnswerError(f"the question and conversation alone exceed the model's window "
                              f"({self.generator.context_window} tokens)")
         return prompt, chosen
 
@@ -118,7 +119,7 @@ class Answerer:
         timings: dict = {"model_load_s": self.generator.load_s}
         history = self.fit_history(question, history)
         if retrieval and self.retriever is None:
-            raise ValueError("retrieval needs an index")
+            raise AnswerError("retrieval needs an index")
         hits = None
         if retrieval:
             hits, timings["retrieval_ms"] = self.retrieve(question, history)
@@ -129,8 +130,30 @@ class Answerer:
             if on_text:
                 on_text(ABSTAIN_ANSWER)
             return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
-        gen = self.generator.generate(prompt, max_new_tokens=self.max_new_tokens,
-                                      temperature=self.temperature, on_text=on_text)
+        gen = self.generator.generate(prompt, self.options, on_text=on_text)
+        return self._answer(question, gen, sources, retrieval, prompt, timings)
+
+    def answer_batch(self, questions: list[str], hits: list | None = None) -> list[Answer]:
+        """Answers for many questions at once (evaluation): the same decision as `ask`
+        for each, the prompts generated together. `hits`: each question's retrieved
+        passages, or None to answer without retrieval."""
+        retrieval = hits is not None
+        prepared = [self.prepare(q, h, retrieval=retrieval)
+                    for q, h in zip(questions, hits or [None] * len(questions))]
+        prompts = [p for p, _, abstain in prepared if not abstain]
+        options = GenerationOptions(self.options.max_new_tokens)      # greedy
+        generations = iter(self.generator.generate_batch(prompts, options) if prompts else [])
+        out = []
+        for q, (prompt, sources, abstain) in zip(questions, prepared):
+            if abstain:
+                out.append(Answer(q, ABSTAIN_ANSWER, sources, True, True, "", {}))
+            else:
+                out.append(self._answer(q, next(generations), sources, retrieval, prompt, {}))
+        return out
+
+    @staticmethod
+    def _answer(question: str, gen: Generation, sources: list[Source], retrieval: bool,
+                prompt: str, timings: dict) -> Answer:
         timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
                        generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos)
         return Answer(question, gen.text.strip(), sources, False, retrieval, prompt, timings)

@@ -1,158 +1,96 @@
 """Settings: built-in defaults < rag.toml < RAG_* environment variables < flags.
 
-rag.toml is read from --config, else $RAG_CONFIG, else ./rag.toml. Unknown keys
-are an error naming the file and the key, so a typo never silently does nothing.
+rag.toml is read from --config, else $RAG_CONFIG, else ./rag.toml. Every setting is a
+field of `Config` with its type, default, help, section and variable (rag.settings
+loads it); an unknown key is an error naming the file and the key, so a typo never
+silently does nothing.
 """
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import RagError
+from .settings import ConfigError, apply_env, apply_file, read_toml, setting
 
-
-class ConfigError(RagError):
-    pass
+MODES = ("hybrid", "dense", "bm25")
 
 
 @dataclass
 class Config:
-    # [index]
-    index: str = "indexes/default"
-    # [ingest]
-    paths: list[str] = field(default_factory=lambda: ["corpus"])
-    embedder: str | None = None            # None: the index's own, or cl-nagoya/ruri-v3-30m
-    query_prefix: str | None = None
-    passage_prefix: str | None = None
-    max_tokens: int | None = None          # None: the embedder's window
-    batch_size: int = 32
-    dense: str = "flat"
-    device: str | None = None
-    trust_remote_code: bool = False
-    # [ingest.titles]: document path (relative to the ingested directory) or file name ->
-    # the regulation's name, for files whose pages do not say it (booklet excerpts).
-    titles: dict[str, str] = field(default_factory=dict)
-    # [search]
-    k: int = 5
-    mode: str = "hybrid"
-    thesaurus: str = "default"             # "default" (shipped), a TSV path, or "" for none
-    # BM25's vote in hybrid fusion, the dense ranking's being 1. Sudachi-tokenised BM25
-    # finds the articles of the sample corpus better than multilingual-e5-small (hit@1
-    # 0.79 vs 0.64), the dense model those of the real public set (0.58 vs 0.77); 1.5 is
-    # best over the three question sets together (docs/benchmarks.md).
-    bm25_weight: float = 1.5
-    # [generate]
-    model: str = "cyberagent/open-calm-3b"
-    adapter: str | None = None             # used when set (a path that exists, or a Hub id)
-    max_new_tokens: int = 256
-    temperature: float = 0.0               # 0 = greedy: reproducible answers
-    dtype: str = "auto"                    # auto | bf16 | fp16 | fp32
-    allow_pickle: bool = False             # load .bin weights (torch.load, weights only)
-    min_score: float | None = None         # abstain below this best dense similarity
-    gen_device: str | None = None          # [generate] device (the embedder has its own)
-    gen_trust_remote_code: bool = False    # [generate] trust_remote_code
-    source: str = "defaults"               # where the file settings came from, for --help/debug
+    index: str = setting("indexes/default", section="index", env="RAG_INDEX",
+                         help="Where `rag ingest` writes and the other commands read.")
+    paths: list[str] = setting(factory=lambda: ["corpus"], section="ingest", help=(
+        "Documents `rag ingest` reads when given no paths and the index records none."))
+    embedder: str | None = setting(None, section="ingest", env="RAG_EMBEDDER", help=(
+        "Sentence-transformers model for a new index (default: the index's own, else "
+        "cl-nagoya/ruri-v3-30m)."))
+    query_prefix: str | None = setting(None, section="ingest",
+                                       help="Prefix for questions (default: the model's own).")
+    passage_prefix: str | None = setting(None, section="ingest",
+                                         help="Prefix for passages (default: the model's own).")
+    max_tokens: int | None = setting(None, section="ingest", env="RAG_MAX_TOKENS", help=(
+        "Largest passage in embedder tokens, title and headings included (default: the "
+        "embedder's window)."))
+    batch_size: int = setting(32, section="ingest", env="RAG_BATCH_SIZE",
+                              help="Passages per embedding batch.")
+    dense: str = setting("flat", section="ingest", help=(
+        "FAISS index of a new index: flat (exact) or hnsw (approximate, for large corpora)."))
+    device: str | None = setting(None, section="ingest", env="RAG_DEVICE",
+                                 help="Device of the embedder (default: automatic).")
+    trust_remote_code: bool = setting(False, section="ingest",
+                                      help="Run the embedder repository's own code.")
+    titles: dict[str, str] = setting(factory=dict, section="ingest", help=(
+        "[ingest.titles]: document path (relative to the ingested directory) or file name "
+        "-> the regulation's name, for files whose pages do not say it (booklet excerpts)."))
+    k: int = setting(5, section="search", env="RAG_K", help="Passages retrieved.")
+    mode: str = setting("hybrid", section="search", env="RAG_MODE", help=(
+        "hybrid (dense + BM25 fused by reciprocal rank), dense or bm25."))
+    thesaurus: str = setting("default", section="search", help=(
+        "Everyday words -> regulation terms added to queries: default (shipped), a TSV "
+        "path, or \"\" for none."))
+    # Sudachi-tokenised BM25 finds the articles of the sample corpus better than
+    # multilingual-e5-small (hit@1 0.79 vs 0.64), the dense model those of the real public
+    # set (0.58 vs 0.77); 1.5 is best over the three question sets (docs/benchmarks.md).
+    bm25_weight: float = setting(1.5, section="search", help=(
+        "BM25's vote in hybrid fusion, the dense ranking's being 1."))
+    model: str = setting("cyberagent/open-calm-3b", section="generate", env="RAG_MODEL",
+                         help="The answering model: a Hugging Face id or a local directory.")
+    adapter: str | None = setting(None, section="generate", env="RAG_ADAPTER", help=(
+        "A PEFT LoRA adapter used when present (a path that exists, or a Hub id)."))
+    max_new_tokens: int = setting(256, section="generate", help="Longest answer in tokens.")
+    temperature: float = setting(0.0, section="generate",
+                                 help="0 = greedy: the same question gives the same answer.")
+    dtype: str = setting("auto", section="generate", help="auto | bf16 | fp16 | fp32.")
+    allow_pickle: bool = setting(False, section="generate", help=(
+        "Load pickled .bin weights (torch.load, weights only) when there are no safetensors."))
+    min_score: float | None = setting(None, section="generate", help=(
+        "Abstain when the best passage's dense similarity is below this."))
+    gen_device: str | None = setting(None, section="generate", key="device",
+                                     help="Device of the generator (default: automatic).")
+    gen_trust_remote_code: bool = setting(False, section="generate", key="trust_remote_code",
+                                          help="Run the generator repository's own code.")
+    source: str = field(default="defaults", metadata={"internal": True})   # the file read
 
 
-# section -> keys allowed in it; keys at the top level are allowed too. Keys that mean
-# different things per section map to their own settings.
-RENAMED = {("generate", "device"): "gen_device",
-           ("generate", "trust_remote_code"): "gen_trust_remote_code"}
-SECTIONS = {
-    "index": {"index"},
-    "ingest": {"paths", "embedder", "query_prefix", "passage_prefix", "max_tokens",
-               "batch_size", "dense", "device", "trust_remote_code", "titles"},
-    "search": {"k", "mode", "thesaurus", "bm25_weight"},
-    "generate": {"model", "adapter", "max_new_tokens", "temperature", "dtype", "allow_pickle",
-                 "min_score", "device", "trust_remote_code"},
-}
-ENV = {"index": "RAG_INDEX", "embedder": "RAG_EMBEDDER", "device": "RAG_DEVICE",
-       "max_tokens": "RAG_MAX_TOKENS", "batch_size": "RAG_BATCH_SIZE", "k": "RAG_K",
-       "mode": "RAG_MODE", "model": "RAG_MODEL", "adapter": "RAG_ADAPTER"}
-MODES = ("hybrid", "dense", "bm25")
 BM25_WEIGHT = Config.bm25_weight        # for code that searches without a config
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Built-in defaults < rag.toml < RAG_* environment variables (flags come last, in
+    the commands). rag.toml is --config, else $RAG_CONFIG, else ./rag.toml."""
     cfg = Config()
-    file = Path(path) if path else (Path(os.environ["RAG_CONFIG"]) if os.environ.get(
-        "RAG_CONFIG") else Path("rag.toml"))
-    if path or os.environ.get("RAG_CONFIG"):
-        if not file.is_file():
-            raise ConfigError(f"{file}: config file not found")
+    explicit = path or os.environ.get("RAG_CONFIG")
+    file = Path(explicit) if explicit else Path("rag.toml")
+    if explicit and not file.is_file():
+        raise ConfigError(f"{file}: config file not found")
     if file.is_file():
-        _apply_file(cfg, file)
-    for key, var in ENV.items():
-        if os.environ.get(var):
-            setattr(cfg, key, _coerce(key, os.environ[var], var))
+        apply_file(cfg, read_toml(file), str(file))
+        cfg.source = str(file)
+        _validate(cfg, str(file))
+    apply_env(cfg)
     _validate(cfg, "settings")
     return cfg
-
-
-def _apply_file(cfg: Config, file: Path) -> None:
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{file}: {e}") from None
-    known = {f.name for f in fields(Config)} - {"source"}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            if key not in SECTIONS:
-                raise ConfigError(f"{file}: unknown section [{key}] "
-                                  f"(known: {', '.join(SECTIONS)})")
-            for sub, v in value.items():
-                if sub not in SECTIONS[key]:
-                    raise ConfigError(f"{file}: unknown key {sub!r} in [{key}] "
-                                      f"(known: {', '.join(sorted(SECTIONS[key]))})")
-                _set(cfg, RENAMED.get((key, sub), sub), v, f"{file}: [{key}] {sub}")
-        elif key in known:
-            _set(cfg, key, value, f"{file}: {key}")
-        else:
-            raise ConfigError(f"{file}: unknown key {key!r}")
-    cfg.source = str(file)
-    _validate(cfg, str(file))
-
-
-_INTS = {"k", "batch_size", "max_tokens", "max_new_tokens"}
-_FLOATS = {"temperature", "min_score", "bm25_weight"}
-_BOOLS = {"trust_remote_code", "allow_pickle", "gen_trust_remote_code"}
-
-
-def _set(cfg: Config, key: str, value, where: str) -> None:
-    """Set a value from the file, checking its TOML type against the setting."""
-    if key in _INTS:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        kind = "an integer"
-    elif key in _FLOATS:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        kind = "a number"
-    elif key in _BOOLS:
-        ok, kind = isinstance(value, bool), "true or false"
-    elif key == "titles":
-        ok = isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items())
-        kind = 'a table of "path" = "title" strings'
-    elif key == "paths":
-        ok = isinstance(value, str) or (isinstance(value, list)
-                                        and all(isinstance(v, str) for v in value))
-        kind = "a path or a list of paths"
-    else:
-        ok, kind = isinstance(value, str), "a string"
-    if not ok:
-        raise ConfigError(f"{where} must be {kind}, not {value!r}")
-    setattr(cfg, key, value)
-
-
-def _coerce(key: str, raw: str, where: str):
-    kind = {f.name: f.type for f in fields(Config)}[key]
-    if "int" in str(kind):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{where}={raw!r}: {key} must be an integer") from None
-    return raw
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -163,7 +101,10 @@ def _validate(cfg: Config, where: str) -> None:
     if cfg.bm25_weight < 0:
         raise ConfigError(f"{where}: bm25_weight must be 0 or more, not {cfg.bm25_weight!r}")
     for key in ("k", "batch_size"):
-        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+        if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}: {key} must be a positive integer")
-    if isinstance(cfg.paths, str):
-        cfg.paths = [cfg.paths]
+    if any(not v.strip() for v in cfg.titles.values()):
+        raise ConfigError(f"{where}: [ingest.titles] has an empty title")
+
+
+__all__ = ["Config", "ConfigError", "MODES", "BM25_WEIGHT", "load_config"]

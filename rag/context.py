@@ -40,6 +40,11 @@ class Source:
     score: float | None = None
     via: str | None = None          # the article that cited it, for cross-references
 
+    def to_json(self) -> dict:
+        return {**self.passage.citation(),
+                "score": None if self.score is None else round(float(self.score), 6),
+                "cross_reference_from": self.via}
+
     def context(self) -> ContextPassage:
         label = self.passage.label + (f"（{self.via}から参照）" if self.via else "")
         return ContextPassage(self.passage.title, label, self.passage.text)

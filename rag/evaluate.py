@@ -164,28 +164,20 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
     started = time.perf_counter()
     retrieval = condition != "none"
     hits = (retriever.search_many([q.question for q in batch], k=settings.k, mode=condition)
-            if retrieval else [None] * len(batch))
-    prepared = [answerer.prepare(q.question, h, retrieval=retrieval)
-                for q, h in zip(batch, hits)]
-    prompts = [p for p, _, abstain in prepared if not abstain]
-    generations = iter(answerer.generator.generate_batch(
-        prompts, max_new_tokens=settings.max_new_tokens) if prompts else [])
+            if retrieval else None)
+    answers = answerer.answer_batch([q.question for q in batch], hits)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    from .prompt import ABSTAIN_ANSWER
     rows = []
-    for q, h, (_, sources, abstain) in zip(batch, hits, prepared):
-        gen = None if abstain else next(generations)
-        answer = ABSTAIN_ANSWER if abstain else gen.text.strip()
-        row = _retrieval_row(q, variant, condition, h, settings.k) if retrieval else _base_row(
-            q, variant, condition)
+    for i, (q, a) in enumerate(zip(batch, answers)):
+        row = _retrieval_row(q, variant, condition, hits[i], settings.k) if retrieval else \
+            _base_row(q, variant, condition)
         row.update(
-            question=q.question, reference=q.answer, answer=answer,
-            retrieval_abstained=abstain,
-            sources=[{"source": s.passage.source, "article": s.passage.article,
-                      "via": s.via} for s in sources],
-            generated_tokens=0 if gen is None else gen.new_tokens,
+            question=q.question, reference=q.answer, answer=a.text,
+            retrieval_abstained=a.abstained,
+            sources=[s.to_json() for s in a.sources],
+            generated_tokens=a.timings.get("generated_tokens", 0),
             latency_ms=round(elapsed_ms / len(batch), 1))
-        row.update(_answer_scores(q, answer, retriever))
+        row.update(_answer_scores(q, a.text, retriever))
         rows.append(row)
     return rows
 
@@ -198,12 +190,9 @@ def _base_row(q: Question, variant: str, condition: str) -> dict:
 def _retrieval_row(q: Question, variant: str, condition: str, hits, k: int) -> dict:
     row = _base_row(q, variant, condition)
     passages = [h.passage for h in hits]
-    row["retrieved"] = [{"source": p.source, "article": p.article} for p in passages]
+    row["retrieved"] = [p.citation() for p in passages]
     if q.gold:
-        rank = metrics.first_gold_rank(passages[:k], q.gold)
-        row.update({"hit@1": float(rank == 1), "hit@k": float(rank is not None),
-                    "mrr": 1 / rank if rank else 0.0,
-                    "recall@k": metrics.gold_recall(passages[:k], q.gold)})
+        row.update(metrics.retrieval_scores(passages, q.gold, k))
     return row
 
 

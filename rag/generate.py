@@ -1,9 +1,11 @@
-"""Text generation with a Hugging Face causal LM and an optional PEFT LoRA adapter.
+"""The transformers implementation of the generator interface (rag.generator):
+a Hugging Face causal LM with an optional PEFT LoRA adapter.
 
-Device and dtype are chosen for the machine (CUDA bf16 where supported, fp16 on
-older GPUs such as V100, fp16 on Apple MPS, fp32 on CPU); decoding is greedy by
-default so answers are reproducible; tokens stream through a streamer thread and
-the end-of-text token stops generation. Load once, generate many times.
+Loading (device, dtype, weights, adapter) is rag.models'; here: decoding, greedy by
+default so answers are reproducible, tokens streamed through a streamer thread, the
+end-of-text (and end-of-turn) tokens stop generation, and a stopping criterion that
+ends the generation thread when the caller cancels or stops reading. Load once,
+generate many times.
 """
 from __future__ import annotations
 
@@ -11,25 +13,16 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from .generator import Generation, GenerationOptions, Generator
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
 GeneratorError = ModelError     # the name answering code has always caught
 
 
-@dataclass
-class Generation:
-    text: str
-    new_tokens: int
-    first_token_ms: float | None
-    tokens_per_s: float | None
-    stopped_at_eos: bool
-
-
-class Generator:
+class TransformersGenerator(Generator):
     """A causal LM (+ LoRA adapter), loaded once."""
 
     def __init__(self, model: str | None = None, *, adapter: str | None = None,
@@ -37,6 +30,7 @@ class Generator:
                  trust_remote_code: bool = False, allow_pickle: bool = False):
         import torch
 
+        super().__init__()
         started = time.perf_counter()
         if adapter:       # checked before any weights are loaded
             base = model or base_model_for(adapter, None)
@@ -83,12 +77,13 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def generate_batch(self, prompts: list[str], *, max_new_tokens: int = 256,
-                       fixed_length: bool = False) -> list[Generation]:
+    def generate_batch(self, prompts: list[str],
+                       options: GenerationOptions = GenerationOptions()) -> list[Generation]:
         """Greedy answers for several prompts at once (left padding), for evaluation.
-        `fixed_length` generates exactly max_new_tokens (for benchmarks)."""
+        `options.fixed_length` generates exactly max_new_tokens (for benchmarks)."""
         torch = self._torch
         tok = self.tokenizer
+        max_new_tokens = options.max_new_tokens
         side, tok.padding_side = tok.padding_side, "left"
         try:
             inputs = tok(prompts, return_tensors="pt", padding=True,
@@ -106,7 +101,8 @@ class Generator:
                                       temperature=None, top_p=None, top_k=None,
                                       eos_token_id=self.stop_ids,
                                       pad_token_id=tok.pad_token_id,
-                                      min_new_tokens=max_new_tokens if fixed_length else None)
+                                      min_new_tokens=max_new_tokens if options.fixed_length
+                                      else None)
         elapsed = time.perf_counter() - started
         out = []
         for row in ids[:, width:].tolist():
@@ -119,23 +115,26 @@ class Generator:
             g.tokens_per_s = total / elapsed if elapsed > 0 else None
         return out
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
+    def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
                  on_text: Callable[[str], None] | None = None) -> Generation:
         """Generate after `prompt`; `on_text` receives the text as it streams."""
         torch = self._torch
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(
             self.device)
         prompt_len = inputs["input_ids"].shape[1]
-        if prompt_len + max_new_tokens > self.context_window:
+        if prompt_len + options.max_new_tokens > self.context_window:
             raise GeneratorError(f"prompt ({prompt_len} tokens) + max_new_tokens "
-                                 f"({max_new_tokens}) exceeds the context window "
+                                 f"({options.max_new_tokens}) exceeds the context window "
                                  f"({self.context_window})")
         streamer = _timed_streamer_class()(self.tokenizer, skip_prompt=True,
                                            skip_special_tokens=True)
-        kwargs = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-                      eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
+        self._cancel.clear()
+        stop = _stop_criteria(self._cancel)
+        kwargs = dict(**inputs, max_new_tokens=options.max_new_tokens, streamer=streamer,
+                      eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+                      stopping_criteria=stop)
+        if options.temperature > 0:
+            kwargs.update(do_sample=True, temperature=options.temperature, top_p=0.95)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         result: dict = {}
@@ -149,13 +148,20 @@ class Generator:
                 streamer.end()
 
         started = time.perf_counter()
-        thread = threading.Thread(target=run, daemon=True)
+        thread = threading.Thread(target=run, daemon=True, name="rag-generate")
         thread.start()
         pieces = []
-        for piece in streamer:
-            pieces.append(piece)
-            if on_text and piece:
-                on_text(piece)
+        try:
+            for piece in streamer:
+                pieces.append(piece)
+                if on_text and piece:
+                    on_text(piece)
+        except BaseException:
+            # The reader is gone (Ctrl-C, a closed connection): stop the model too, so it
+            # does not go on generating beside the next question.
+            self._cancel.set()
+            thread.join()
+            raise
         thread.join()
         if "error" in result:
             raise GeneratorError(f"generation failed: {result['error']}")
@@ -165,7 +171,20 @@ class Generator:
         stopped = bool(new) and new[-1] in self.stop_ids
         n = len(new)
         return Generation("".join(pieces), n, first, n / elapsed if elapsed > 0 and n else None,
-                          stopped)
+                          stopped, cancelled=self._cancel.is_set())
+
+
+def _stop_criteria(event: threading.Event):
+    """A stopping criterion that ends generation once `event` is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancelled()])
 
 
 @functools.cache

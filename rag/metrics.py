@@ -45,22 +45,25 @@ def gold_recall(passages: list[Passage], golds: list[Gold], match=is_gold) -> fl
     return sum(any(match(p, g) for p in passages) for g in golds) / len(golds)
 
 
+def retrieval_scores(passages: list[Passage], golds: list[Gold], k: int,
+                     match=is_gold) -> dict:
+    """One answerable question's retrieval scores within the first k passages: hit@1,
+    hit@k, reciprocal rank of the first gold article (mrr) and recall@k of all gold
+    articles. `match` is is_gold (strict) or contains_gold (lenient)."""
+    top = passages[:k]
+    rank = first_gold_rank(top, golds, match)
+    return {"hit@1": float(rank == 1), "hit@k": float(rank is not None),
+            "mrr": 1 / rank if rank else 0.0, "recall@k": gold_recall(top, golds, match)}
+
+
 def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: int,
                       match=is_gold) -> dict:
-    """hit@1, hit@k, MRR (within the k results) and gold recall@k over answerable
-    questions; `match` is is_gold (strict) or contains_gold (lenient)."""
-    rows = [(r[:k], g) for r, g in zip(results, golds) if g]
+    """retrieval_scores averaged over the answerable questions (those with gold)."""
+    rows = [retrieval_scores(r, g, k, match) for r, g in zip(results, golds) if g]
     if not rows:
-        return {"questions": 0}
-    ranks = [first_gold_rank(r, g, match) for r, g in rows]
-    n = len(rows)
-    return {
-        "questions": n,
-        "hit@1": sum(1 for x in ranks if x == 1) / n,
-        f"hit@{k}": sum(1 for x in ranks if x is not None) / n,
-        "mrr": sum(1 / x for x in ranks if x) / n,
-        f"recall@{k}": sum(gold_recall(r, g, match) for r, g in rows) / n,
-    }
+        return {"questions": 0, "k": k}
+    return {"questions": len(rows), "k": k,
+            **{key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}}
 
 
 # --------------------------------------------------------------------------- answers

@@ -160,3 +160,34 @@ def missing_model_message(name: str, what: str, error: Exception) -> str:
             "local directory (a path instead of the Hugging Face id).")
 
 
+
+
+def download(wanted: list[tuple[str, str | None]], *, kinds: set[str] | None = None,
+             allow_pickle: bool, remote_code: bool, log=lambda s: None) -> dict[str, str]:
+    """Fetch models into the Hugging Face cache: (kind, name) pairs, kind being model,
+    adapter or embedder (only `kinds`, when given); an adapter brings the model it was
+    trained on. Returns {name: local path}; local paths are not fetched."""
+    from huggingface_hub import snapshot_download
+
+    # Weights as safetensors; pickled .bin only where allowed (OpenCALM ships only those);
+    # chat templates; model code only when remote code is trusted.
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja",
+                "*/*.json", "*/*.safetensors"]
+    patterns += ["*.bin"] if allow_pickle else []
+    patterns += ["*.py"] if remote_code else []
+    fetched: dict[str, str] = {}
+    wanted = list(wanted)
+    while wanted:
+        kind, name = wanted.pop(0)
+        if not name or (kinds and kind not in kinds) or Path(name).exists() or name in fetched:
+            continue
+        log(f"fetching {kind} {name} …")
+        try:
+            fetched[name] = snapshot_download(name, allow_patterns=patterns)
+        except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors alike
+            raise ModelError(f"cannot fetch {kind} {name!r}: {e}") from None
+        if kind == "adapter":        # and the model it was trained on
+            base = adapter_base_model(fetched[name])
+            if base and not Path(base).exists():
+                wanted.append(("model", base))
+    return fetched

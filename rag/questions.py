@@ -85,3 +85,32 @@ def check_gold(questions: list[Question], passages, path: str | Path) -> None:
             if (g.file, g.article) not in have:
                 raise QuestionSetError(f"{path}:{q.line}: gold article {g.file} {g.article} "
                                        f"of {q.id!r} is not in the index (field 'gold')")
+
+
+def read_queries(path: str | Path) -> list[dict]:
+    """Questions to search, leniently: a text file of one question a line, or JSONL
+    whose objects have a `question` (and maybe an `id`), such as a question set."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise QuestionSetError(f"{path}: not UTF-8 text (byte {e.start}); save the "
+                               "questions as UTF-8") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise QuestionSetError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj.get("question"), str) or not obj["question"].strip():
+                raise QuestionSetError(f"{path}:{n}: missing field 'question'")
+            out.append({"query": obj["question"], **({"id": obj["id"]} if "id" in obj else {})})
+        else:
+            out.append({"query": line})
+    if not out:
+        raise QuestionSetError(f"{path}: no questions in the file")
+    return out

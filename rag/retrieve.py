@@ -56,9 +56,8 @@ class Hit:
 
     def to_json(self) -> dict:
         p = self.passage
-        return {"rank": self.rank, "score": round(float(self.score), 6), "source": p.source,
-                "article": p.article, "heading": p.heading, "text": p.text, "title": p.title,
-                "caption": p.caption, "paragraph": p.paragraph, "page": p.page, "id": p.id}
+        return {"rank": self.rank, "score": round(float(self.score), 6), **p.citation(),
+                "heading": p.heading, "text": p.text, "id": p.id}
 
 
 class Retriever:

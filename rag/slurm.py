@@ -38,6 +38,25 @@ class SubmitOptions:
     env: dict[str, str] = field(default_factory=dict)   # RAG_* settings of the script
 
 
+def job_env(kind: str, *, ft_config: str | None = None, out: str | None = None,
+            index_dir: str | None = None, questions: str | None = None, shards: int = 2,
+            extra: str = "", paths: str = "") -> dict[str, str]:
+    """The RAG_* variables each batch script reads (documented at its top)."""
+    def given(*pairs):
+        return {k: v for k, v in pairs if v}
+
+    if kind.startswith("finetune"):
+        return given(("RAG_FT_CONFIG", ft_config), ("RAG_FT_OUT", out), ("RAG_FT_ARGS", extra))
+    if kind == "ingest":
+        return given(("RAG_INGEST_PATHS", paths), ("RAG_INDEX", index_dir),
+                     ("RAG_INGEST_ARGS", extra))
+    args = extra + (f" --index {index_dir}" if index_dir else "")
+    return {"RAG_EVAL_SHARDS": str(shards), **given(
+        ("RAG_EVAL_QUESTIONS", questions),
+        ("RAG_EVAL_OUT", out or f"eval/{time.strftime('%Y%m%d-%H%M%S')}"),
+        ("RAG_EVAL_ARGS", args.strip()))}
+
+
 def scripts_dir() -> Path:
     d = REPO / "scripts" / "slurm"
     if not d.is_dir():

@@ -2,13 +2,15 @@
 abstention, streaming, end-of-text, adapters, and the ask/chat commands."""
 import json
 import shutil
+import threading
 
 import pytest
 from click.testing import CliRunner
 
 from rag.answer import Answerer
 from rag.context import Source, cited_articles
-from rag.generate import Generator, GeneratorError, pick_device_dtype
+from rag.generate import GeneratorError, TransformersGenerator, pick_device_dtype
+from rag.generator import GenerationOptions
 from rag.prompt import (ABSTAIN_ANSWER, ContextPassage, Turn, build_messages, build_prompt,
                         render)
 from rag.retrieve import Retriever
@@ -57,7 +59,7 @@ def test_chat_template_models_get_messages(tiny_generator):
 
 @pytest.fixture(scope="module")
 def generator(tiny_generator):
-    return Generator(str(tiny_generator))
+    return TransformersGenerator(str(tiny_generator))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def retriever(corpus_index):
 
 
 def test_context_never_exceeds_the_window_and_passages_stay_whole(generator, retriever):
-    answerer = Answerer(generator, retriever, k=40, max_new_tokens=1500)   # 548 tokens left
+    answerer = Answerer(generator, retriever, k=40, options=GenerationOptions(1500))   # 548 tokens left
     hits = retriever.search(QUESTION, k=40)
     prompt, chosen = answerer.build(QUESTION, [Source(h.passage, h.score) for h in hits])
     assert generator.count_tokens(prompt) <= generator.context_window - 1500
@@ -81,12 +83,12 @@ def test_context_never_exceeds_the_window_and_passages_stay_whole(generator, ret
 def test_cross_references_are_followed(generator, retriever):
     art42 = retriever.article("学則.txt", "第42条")
     assert ("学則.txt", "第8条") in cited_articles(art42[0], retriever)
-    answerer = Answerer(generator, retriever, max_new_tokens=64)
+    answerer = Answerer(generator, retriever, options=GenerationOptions(64))
     prompt, chosen = answerer.build(QUESTION, [Source(art42[0], 1.0)])
     added = {s.passage.article: s.via for s in chosen[1:]}
     assert added.get("第8条") == "第42条"
     assert "第8条（在学期間）（第42条から参照）" in prompt
-    no_follow = Answerer(generator, retriever, max_new_tokens=64, follow_references=False)
+    no_follow = Answerer(generator, retriever, options=GenerationOptions(64), follow_references=False)
     assert len(no_follow.build(QUESTION, [Source(art42[0], 1.0)])[1]) == 1
 
 
@@ -156,19 +158,54 @@ def test_abstention_compares_similarities_even_for_bm25_only_hits(generator, ret
 def test_abstains_when_no_passage_fits_the_window(generator, retriever):
     empty = generator.count_tokens(render(generator.tokenizer, QUESTION, []))
     room = generator.context_window - empty - 5           # the template fits, no article does
-    answer = Answerer(generator, retriever, max_new_tokens=room).ask(QUESTION)
+    answer = Answerer(generator, retriever, options=GenerationOptions(room)).ask(QUESTION)
     assert answer.abstained and answer.text == ABSTAIN_ANSWER and answer.sources
 
 
 def test_no_retrieval_asks_the_model_alone(generator):
-    answer = Answerer(generator, None, max_new_tokens=8).ask(QUESTION, retrieval=False)
+    answer = Answerer(generator, None, options=GenerationOptions(8)).ask(QUESTION, retrieval=False)
     assert "### 入力" not in answer.prompt and answer.sources == []
     assert not answer.abstained and answer.timings["generated_tokens"] == 8
 
 
+def _generating() -> bool:
+    return any(t.name == "rag-generate" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_reader_that_stops_stops_the_model(generator, monkeypatch):
+    """Ctrl-C in `rag chat` (or a client that goes away) ends the generation thread too,
+    instead of leaving it generating beside the next question."""
+    seen, lengths = [], []
+    generate = generator.model.generate
+
+    def counted(**kw):
+        ids = generate(**kw)
+        lengths.append(ids.shape[1] - kw["input_ids"].shape[1])
+        return ids
+
+    monkeypatch.setattr(generator.model, "generate", counted)
+
+    def reader(piece):
+        seen.append(piece)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generator.generate(build_prompt("質問", None), GenerationOptions(300), on_text=reader)
+    assert len(seen) == 1 and not _generating()
+    assert lengths and lengths[0] < 300            # the model stopped, not just the reader
+    # The generator is usable again at once.
+    assert generator.generate(build_prompt("質問", None), GenerationOptions(4)).new_tokens >= 1
+
+
+def test_cancel_stops_generation_early(generator):
+    gen = generator.generate(build_prompt("質問", None), GenerationOptions(300),
+                             on_text=lambda piece: generator.cancel())
+    assert gen.cancelled and gen.new_tokens < 300 and not _generating()
+
+
 def test_streaming_gives_the_answer_piece_by_piece(generator, retriever):
     pieces = []
-    answer = Answerer(generator, retriever, max_new_tokens=24).ask(QUESTION, on_text=pieces.append)
+    answer = Answerer(generator, retriever, options=GenerationOptions(24)).ask(QUESTION, on_text=pieces.append)
     assert len(pieces) > 1
     assert "".join(pieces).strip() == answer.text
     assert answer.timings["first_token_ms"] > 0 and answer.timings["tokens_per_s"] > 0
@@ -176,8 +213,8 @@ def test_streaming_gives_the_answer_piece_by_piece(generator, retriever):
 
 def test_greedy_decoding_is_reproducible(generator):
     prompt = build_prompt(QUESTION, None)
-    a = generator.generate(prompt, max_new_tokens=12).text
-    assert a == generator.generate(prompt, max_new_tokens=12).text
+    a = generator.generate(prompt, GenerationOptions(12)).text
+    assert a == generator.generate(prompt, GenerationOptions(12)).text
 
 
 def test_generation_stops_at_end_of_text(tiny_generator, tmp_path):
@@ -195,17 +232,18 @@ def test_generation_stops_at_end_of_text(tiny_generator, tmp_path):
     model.save_pretrained(eos_model)
     shutil.copy(tiny_generator / "tokenizer.json", eos_model)
     shutil.copy(tiny_generator / "tokenizer_config.json", eos_model)
-    gen = Generator(str(eos_model)).generate(build_prompt("質問", None), max_new_tokens=50)
+    gen = TransformersGenerator(str(eos_model)).generate(build_prompt("質問", None),
+                                                         GenerationOptions(50))
     assert gen.stopped_at_eos and gen.new_tokens == 1 and gen.text == ""
 
 
 def test_adapter_alone_loads_its_base_and_changes_the_output(generator, tiny_adapter,
                                                              tiny_generator):
-    with_adapter = Generator(adapter=str(tiny_adapter))
+    with_adapter = TransformersGenerator(adapter=str(tiny_adapter))
     assert with_adapter.name == str(tiny_generator)
     prompt = build_prompt(QUESTION, None)
-    assert (with_adapter.generate(prompt, max_new_tokens=10).text
-            != generator.generate(prompt, max_new_tokens=10).text)
+    assert (with_adapter.generate(prompt, GenerationOptions(10)).text
+            != generator.generate(prompt, GenerationOptions(10)).text)
 
 
 def test_device_and_dtype_on_cpu():
@@ -221,7 +259,7 @@ def test_device_and_dtype_on_cpu():
 def test_missing_model_says_how_to_fetch_it(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(GeneratorError, match="rag models download"):
-        Generator("cyberagent/no-such-model-here")
+        TransformersGenerator("cyberagent/no-such-model-here")
 
 
 def test_corrupt_adapter(tiny_adapter, tmp_path):
@@ -229,11 +267,11 @@ def test_corrupt_adapter(tiny_adapter, tmp_path):
     shutil.copytree(tiny_adapter, bad)
     (bad / "adapter_model.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(GeneratorError, match="is damaged"):
-        Generator(adapter=str(bad))
+        TransformersGenerator(adapter=str(bad))
     not_adapter = tmp_path / "empty"
     not_adapter.mkdir()
     with pytest.raises(GeneratorError, match="not a PEFT adapter"):
-        Generator(adapter=str(not_adapter))
+        TransformersGenerator(adapter=str(not_adapter))
 
 
 def test_adapter_for_another_base_model(tiny_generator, tmp_path):
@@ -242,7 +280,7 @@ def test_adapter_for_another_base_model(tiny_generator, tmp_path):
     other = build_tiny_gpt_neox(tmp_path / "wide", corpus_texts(), hidden_size=32)
     adapter = make_lora_adapter(other, tmp_path / "lora")
     with pytest.raises(GeneratorError, match="does not fit"):
-        Generator(str(tiny_generator), adapter=str(adapter))
+        TransformersGenerator(str(tiny_generator), adapter=str(adapter))
     from finetune.merge import merge                 # merging says the same, no traceback
     with pytest.raises(GeneratorError, match="does not fit"):
         merge(str(adapter), tmp_path / "merged", model=str(tiny_generator))
@@ -321,7 +359,7 @@ def test_chat_follow_up_is_retrieved_with_the_conversation(corpus_index, tiny_ge
 
 
 def test_history_is_bounded_by_the_window(generator, retriever):
-    answerer = Answerer(generator, retriever, max_new_tokens=64)
+    answerer = Answerer(generator, retriever, options=GenerationOptions(64))
     long = [Turn("除籍の要件は？" * 20, "第42条です。" * 20) for _ in range(30)]
     kept = answerer.fit_history("では休学中は？", long)
     assert 0 < len(kept) < 30 and kept == long[-len(kept):]

@@ -78,13 +78,14 @@ def retriever(corpus_index):
 @pytest.fixture(scope="module")
 def answerer_factory(tiny_generator, retriever):
     from rag.answer import Answerer
-    from rag.generate import Generator
+    from rag.generate import TransformersGenerator
+    from rag.generator import GenerationOptions
     cache = {}
 
     def make(adapter):
         if adapter not in cache:
-            cache[adapter] = Answerer(Generator(str(tiny_generator), adapter=adapter),
-                                      retriever, max_new_tokens=12)
+            cache[adapter] = Answerer(TransformersGenerator(str(tiny_generator), adapter=adapter),
+                                      retriever, options=GenerationOptions(12))
         return cache[adapter]
     return make
 
@@ -141,22 +142,22 @@ def test_interrupted_run_resumes_to_the_same_results(small_set, tmp_path, retrie
     whole = tmp_path / "whole"
     run(small_set, whole, settings, retriever=retriever, make_answerer=answerer_factory)
 
-    from rag.generate import Generator
-    real = Generator.generate_batch
+    from rag.generate import TransformersGenerator
+    real = TransformersGenerator.generate_batch
     calls = {"n": 0}
 
-    def flaky(self, prompts, **kw):
+    def flaky(self, prompts, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt      # Ctrl-C / preemption in the middle of the run
-        return real(self, prompts, **kw)
+        return real(self, prompts, *args, **kw)
 
-    monkeypatch.setattr(Generator, "generate_batch", flaky)
+    monkeypatch.setattr(TransformersGenerator, "generate_batch", flaky)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         run(small_set, part, settings, retriever=retriever, make_answerer=answerer_factory)
     assert 0 < len((part / "results.jsonl").read_text("utf-8").splitlines()) < 16
-    monkeypatch.setattr(Generator, "generate_batch", real)
+    monkeypatch.setattr(TransformersGenerator, "generate_batch", real)
     run(small_set, part, settings, retriever=retriever, make_answerer=answerer_factory)
     assert _rows(part) == _rows(whole)
     assert (part / "report.md").read_text("utf-8") == (whole / "report.md").read_text("utf-8")

@@ -114,4 +114,4 @@ def test_retrieval_on_the_public_set_with_e5(e5_small, tmp_path):
     hits = retriever.search_many([q.question for q in qs], k=5, mode="hybrid")
     summary = retrieval_summary([[h.passage for h in r] for r in hits], [q.gold for q in qs], k=5)
     # Measured hit@1 0.698, hit@5 0.948 (strict: the passage is the gold article).
-    assert summary["hit@1"] >= 0.66 and summary["hit@5"] >= 0.92, summary
+    assert summary["hit@1"] >= 0.66 and summary["hit@k"] >= 0.92, summary

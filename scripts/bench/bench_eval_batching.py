@@ -31,17 +31,18 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bench_generate import add_model_args, model_from_args  # noqa: E402
 
-from rag.generate import Generator  # noqa: E402
+from rag.generate import TransformersGenerator  # noqa: E402
+from rag.generator import GenerationOptions  # noqa: E402
 from rag.questions import load_questions  # noqa: E402
 
 
-def packed_prompts(gen: Generator, index: str, questions: list[str], max_new_tokens: int):
+def packed_prompts(gen: TransformersGenerator, index: str, questions: list[str], max_new_tokens: int):
     """Hybrid retrieval + packing for the generator's window, as `rag eval` does."""
     from rag.answer import Answerer
     from rag.context import Source
     from rag.retrieve import Retriever
     retriever = Retriever(index)
-    answerer = Answerer(gen, retriever, max_new_tokens=max_new_tokens)
+    answerer = Answerer(gen, retriever, options=GenerationOptions(max_new_tokens))
     hits = retriever.search_many(questions, k=5)
     return [answerer.build(q, [Source(h.passage, h.score) for h in hs])[0]
             for q, hs in zip(questions, hits)]
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="indented JSON")
     args = ap.parse_args()
     model = model_from_args(args)
-    gen = Generator(model, dtype=args.dtype)
+    gen = TransformersGenerator(model, dtype=args.dtype)
     if args.prompts:
         prompts = [json.loads(x)["prompt"] for x in
                    args.prompts.read_text("utf-8").splitlines() if x.strip()]
@@ -83,13 +84,13 @@ def main() -> None:
                "questions": len(prompts), "prompt_tokens_p50": lengths[len(lengths) // 2],
                "prompt_tokens_max": lengths[-1], "max_new_tokens": args.max_new_tokens,
                "runs": {}}
-    gen.generate_batch(prompts[:2], max_new_tokens=4)              # warm-up
+    gen.generate_batch(prompts[:2], GenerationOptions(4))              # warm-up
     for bs in map(int, args.batch_sizes.split(",")):
         started, done = time.perf_counter(), 0
         for i in range(0, len(prompts), bs):
             # Every prompt generates exactly max_new_tokens: batching alone is compared.
-            gen.generate_batch(prompts[i:i + bs], max_new_tokens=args.max_new_tokens,
-                               fixed_length=True)
+            gen.generate_batch(prompts[i:i + bs],
+                               GenerationOptions(args.max_new_tokens, fixed_length=True))
             done += len(prompts[i:i + bs])
             if args.seconds_per_size and time.perf_counter() - started > args.seconds_per_size:
                 break

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from rag.generate import Generator  # noqa: E402
+from rag.generate import TransformersGenerator  # noqa: E402
+from rag.generator import GenerationOptions  # noqa: E402
 from rag.prompt import build_prompt  # noqa: E402
 from rag.questions import load_questions  # noqa: E402
 
@@ -99,11 +100,11 @@ def model_from_args(args) -> str:
 
 def bench_generation(model: str, dtype: str | None, adapter: str | None, prompts: list[str],
                      max_new_tokens: int, device: str | None) -> dict:
-    gen = Generator(model, adapter=adapter, dtype=dtype, device=device)
-    gen.generate(prompts[0], max_new_tokens=4)                     # warm-up (kernels, caches)
+    gen = TransformersGenerator(model, adapter=adapter, dtype=dtype, device=device)
+    gen.generate(prompts[0], GenerationOptions(4))                     # warm-up (kernels, caches)
     first, rates, decode, lengths = [], [], [], []
     for p in prompts:
-        g = gen.generate(p, max_new_tokens=max_new_tokens)
+        g = gen.generate(p, GenerationOptions(max_new_tokens))
         lengths.append(g.new_tokens)
         rates.append(g.tokens_per_s or 0)              # whole answer, prompt included
         if g.first_token_ms and g.tokens_per_s and g.new_tokens > 1:
@@ -131,7 +132,7 @@ def bench_overhead(model: str, index: str, questions: list[str]) -> dict:
     from rag.retrieve import Retriever
     retriever = Retriever(index)
     retriever.warm()
-    answerer = Answerer(Generator(model), retriever)
+    answerer = Answerer(TransformersGenerator(model), retriever)
     times, retrieval = [], []
     for q in questions:
         t0 = time.perf_counter()

@@ -62,8 +62,8 @@ def main() -> None:
         for mode, s in modes.items():
             le = s["lenient"]
             print(f"{name:<18} {mode:<7} {s['questions']:>3} {s['hit@1']:>6.3f} "
-                  f"{s[f'hit@{k}']:>6.3f} {s['mrr']:>6.3f} {s[f'recall@{k}']:>9.3f} | "
-                  f"        {le['hit@1']:>6.3f} {le[f'hit@{k}']:>6.3f}")
+                  f"{s['hit@k']:>6.3f} {s['mrr']:>6.3f} {s['recall@k']:>9.3f} | "
+                  f"        {le['hit@1']:>6.3f} {le['hit@k']:>6.3f}")
 
 
 if __name__ == "__main__":

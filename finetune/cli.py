@@ -1,0 +1,97 @@
+"""`rag finetune` (train, build-data, merge), registered on the `rag` group by rag/cli.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from rag.commands.common import config, echo_json
+from rag.factory import build_retriever
+
+
+@click.group()
+def finetune():
+    """Fine-tune a LoRA adapter (train), make training data from the corpus (build-data),
+    merge an adapter into its base model (merge)."""
+
+
+@finetune.command("train")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Settings file (see finetune/examples/*.toml).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting of the file (repeatable), e.g. --set lr=1e-4.")
+@click.option("--model", help="Base model: Hugging Face id or local path.")
+@click.option("--data", multiple=True, help="Training data: a dataset id or a JSON/JSONL/CSV "
+              "file of Alpaca (instruction/input/output) or chat (messages) rows; repeatable.")
+@click.option("--out", help="Output directory: adapter, tokenizer, run.json, metrics.jsonl.")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides epochs).")
+@click.option("--epochs", type=float, help="Passes over the data.")
+@click.option("--resume", is_flag=True, default=None,
+              help="Continue from OUT/checkpoint at its step, with the same data order.")
+@click.option("--json", "as_json", is_flag=True, help="Print run.json at the end.")
+def finetune_train(config_file, sets, model, data, out, max_steps, epochs, resume, as_json):
+    """Train a LoRA adapter. Under torchrun or srun (RANK/WORLD_SIZE set) it trains with
+    DDP on every GPU: `torchrun --nproc_per_node 4 -m rag finetune train ...`."""
+    from .config import load_config
+    from .train import Interrupted, train
+
+    cfg = load_config(config_file, list(sets), model=model, data=data, out=out,
+                      max_steps=max_steps, epochs=epochs, resume=resume)
+    try:
+        card = train(cfg, progress=sys.stderr.isatty(),
+                     log=lambda s: click.echo(s, err=True))
+    except Interrupted:
+        sys.exit(75)                   # EX_TEMPFAIL: checkpointed, resume later
+    if card is not None:               # rank 0
+        if as_json:
+            echo_json(card)
+        else:
+            losses = ", ".join(f"{k.replace('_', ' ')} {card[k]:.4f}" for k in (
+                "first_train_loss", "final_train_loss", "final_eval_loss")
+                if card.get(k) is not None)
+            click.echo(f"adapter: {cfg.out} (steps {card['steps']}; {losses})")
+
+
+@finetune.command("build-data")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index to retrieve context from [config: index].")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSONL file of Alpaca rows (instruction/input/output).")
+@click.option("-k", "k", type=click.IntRange(1), default=4, show_default=True,
+              help="Passages per example (gold + distractors).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Order of passages.")
+@click.option("--no-negatives", is_flag=True, help="No examples whose context lacks the answer.")
+@click.pass_context
+def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negatives):
+    """Make training examples for answering from context: question + retrieved
+    passages (gold and distractors, shuffled) -> reference answer citing the article;
+    and contexts without the answer -> the abstaining answer."""
+    from collections import Counter
+
+    from .build_data import build, write
+
+    retriever = build_retriever(config(ctx), index_dir, "hybrid")
+    rows = build(retriever, questions, k=k, seed=seed, negatives=not no_negatives)
+    write(rows, out_file)
+    counts = Counter(r["kind"] for r in rows)
+    click.echo(f"{len(rows)} examples -> {out_file} ("
+               + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
+
+
+@finetune.command("merge")
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the merged model (safetensors) and tokenizer.")
+@click.option("--model", help="Base model (default: the one recorded in the adapter).")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp16",
+              show_default=True, help="dtype of the merged weights.")
+def finetune_merge(adapter, out_dir, model, dtype):
+    """Merge ADAPTER into its base model, for serving without PEFT."""
+    from .merge import merge
+
+    path = merge(adapter, out_dir, model=model, dtype=dtype)
+    click.echo(f"merged model: {path}")
+
+

@@ -1,0 +1,171 @@
+"""Answer commands: `rag ask` and `rag chat`."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from ..config import MODES
+from ..factory import AnswerOptions, ModelOptions, build_answerer
+from .common import config, dim_log, echo_json
+
+
+def generation_options(f):
+    """Options shared by `ask` and `chat`."""
+    opts = [
+        click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Index to retrieve from [config: index; default indexes/default]."),
+        click.option("-k", "k", type=click.IntRange(1), help="Passages to retrieve before "
+                     "packing [config: search.k; default 5]."),
+        click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [default hybrid]."),
+        click.option("--model", help="Generator: Hugging Face id or local path [config: "
+                     "generate.model; env RAG_MODEL; default cyberagent/open-calm-3b; with "
+                     "--adapter alone, the base model recorded in the adapter]."),
+        click.option("--adapter", help="PEFT LoRA adapter (path or id) [config: "
+                     "generate.adapter; env RAG_ADAPTER]."),
+        click.option("--no-adapter", is_flag=True, help="Ignore the configured adapter."),
+        click.option("--max-new-tokens", type=click.IntRange(1), help="Longest answer in "
+                     "tokens [config: generate.max_new_tokens; default 256]."),
+        click.option("--temperature", type=click.FloatRange(0), help="0 = greedy, "
+                     "reproducible (default); above 0 samples."),
+        click.option("--min-score", type=float, help="Abstain when the best passage's dense "
+                     "similarity is below this [config: generate.min_score; default: never]."),
+        click.option("--device", help="cuda, cuda:1, mps or cpu (default: automatic)."),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+                     help="Weights dtype (auto: bf16 on GPUs that have it, fp16 on V100/MPS, "
+                     "fp32 on CPU)."),
+        click.option("--allow-pickle", is_flag=True, default=None, help="Allow .bin "
+                     "(pickled) weights when a model has no safetensors."),
+        click.option("--trust-remote-code", is_flag=True, default=None,
+                     help="Run model code from the model's repository (off by default)."),
+    ]
+
+    @functools.wraps(f)
+    def collect(*args, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
+                temperature, min_score, device, dtype, allow_pickle, trust_remote_code, **kw):
+        return f(*args, model_options=ModelOptions(model, adapter, no_adapter, device, dtype,
+                                                   allow_pickle, trust_remote_code),
+                 answer_options=AnswerOptions(index_dir, k, mode, max_new_tokens, temperature,
+                                              min_score), **kw)
+
+    for opt in reversed(opts):
+        collect = opt(collect)
+    return collect
+
+
+def _print_sources(answer) -> None:
+    if not answer.sources:
+        return
+    click.echo(click.style("近い条文:" if answer.abstained else "根拠:", bold=True))
+    for i, s in enumerate(answer.sources, start=1):
+        p = s.passage
+        cite = " ".join(x for x in (p.title, p.label) if x)
+        page = f" p.{p.page}" if p.page else ""
+        via = f"（{s.via}から参照）" if s.via else ""
+        click.echo(f"[{i}] {click.style(cite, fg='cyan')}{via}  "
+                   f"{click.style(p.source + page, dim=True)}")
+
+
+def _timing_line(answer) -> str:
+    t = answer.timings
+    parts = []
+    if "retrieval_ms" in t:
+        parts.append(f"retrieval {t['retrieval_ms']:.0f} ms")
+    parts.append(f"model load {t['model_load_s']:.1f} s")
+    if t.get("first_token_ms") is not None:
+        parts.append(f"first token {t['first_token_ms']:.0f} ms")
+    if t.get("tokens_per_s"):
+        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+    return "(" + ", ".join(parts) + ")"
+
+
+@click.command()
+@click.argument("question")
+@generation_options
+@click.option("--no-retrieval", is_flag=True, help="Ask the model alone, without context "
+              "(for comparison).")
+@click.option("--show-context", is_flag=True, help="Print the prompt given to the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print {question, answer, abstained, "
+              "sources: [{n, source, article, score, ...}], timings} instead of streaming.")
+@click.pass_context
+def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json):
+    """Answer QUESTION from the regulations, citing the articles used.
+
+    The answer streams as it is generated, then its grounds are listed. When nothing
+    relevant is retrieved (see --min-score) it says the regulations do not appear to
+    cover the question and shows the nearest passages instead of guessing.
+    """
+    log = (lambda s: None) if as_json else dim_log
+    answerer = build_answerer(config(ctx), model_options, answer_options,
+                              retrieval=not no_retrieval, log=log)
+    stream = None if as_json else (lambda t: click.echo(t, nl=False))
+    answer = answerer.ask(question, retrieval=not no_retrieval, on_text=stream)
+    if as_json:
+        obj = answer.to_json()
+        obj["model"], obj["adapter"] = answerer.generator.name, answerer.generator.adapter
+        if show_context:
+            obj["prompt"] = answer.prompt
+        echo_json(obj)
+        return
+    click.echo()
+    if show_context and answer.prompt:
+        click.echo(click.style("--- prompt ---\n" + answer.prompt + "\n--- end ---", dim=True),
+                   err=True)
+    _print_sources(answer)
+    click.echo(click.style(_timing_line(answer), dim=True), err=True)
+
+
+@click.command()
+@generation_options
+@click.pass_context
+def chat(ctx, model_options, answer_options):
+    """Talk with the model about the regulations; it is loaded once.
+
+    \b
+    Follow-up questions are searched together with the previous question.
+    Commands: /sources (grounds of the last answer), /reset (forget the
+    conversation), /quit (or Ctrl-D).
+    """
+    from ..prompt import Turn
+    from ..errors import RagError
+
+    answerer = build_answerer(config(ctx), model_options, answer_options, log=dim_log)
+    click.echo("規程について質問してください。/sources 根拠  /reset 会話を消去  /quit 終了")
+    history: list[Turn] = []
+    last = None
+    while True:
+        try:
+            line = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            break
+        if not line:
+            continue
+        if line in ("/quit", "/exit", "/q"):
+            break
+        if line == "/reset":
+            history, last = [], None
+            click.echo("会話を消去しました。")
+            continue
+        if line == "/sources":
+            if last:
+                _print_sources(last)
+            else:
+                click.echo("まだ回答がありません。")
+            continue
+        if line.startswith("/"):
+            click.echo("コマンド: /sources /reset /quit")
+            continue
+        try:
+            last = answerer.ask(line, history, on_text=lambda t: click.echo(t, nl=False))
+        except RagError as e:
+            click.echo(click.style(f"Error: {e}", fg="red"), err=True)
+            continue
+        except KeyboardInterrupt:            # the model stops too; the conversation stays
+            click.echo(click.style("\n(中断しました)", dim=True))
+            continue
+        click.echo()
+        history.append(Turn(line, last.text))
+
+

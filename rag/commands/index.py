@@ -1,0 +1,222 @@
+"""Index commands: `rag ingest`, `rag search`, `rag inspect`."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import MODES
+from ..factory import build_retriever, pick
+from .common import config, echo_json
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory to build or update [config: index; env RAG_INDEX; "
+                   "default indexes/default].")
+@click.option("--embedder", help="Sentence-transformers model (Hugging Face id or local path). "
+              "An existing index keeps the embedder it was built with unless this flag names "
+              "another (then everything is re-embedded); a new index uses this, else "
+              "RAG_EMBEDDER, else ingest.embedder of rag.toml (cl-nagoya/ruri-v3-30m).")
+@click.option("--query-prefix", help="Prefix for questions (default: the model's own, "
+              "e.g. 「検索クエリ: 」 for ruri-v3, 'query: ' for multilingual-e5).")
+@click.option("--passage-prefix", help="Prefix for passages (default: the model's own).")
+@click.option("--max-tokens", type=click.IntRange(16), help="Largest passage, in embedder "
+              "tokens, title and headings included (default: the embedder's window).")
+@click.option("--batch-size", type=click.IntRange(1), help="Passages per embedding batch.")
+@click.option("--dense", type=click.Choice(["flat", "hnsw"]),
+              help="FAISS index: exact inner product (flat) or HNSW for large corpora. An "
+                   "existing index keeps its kind unless this flag names another (no "
+                   "re-embedding needed); a new one uses ingest.dense of rag.toml (flat).")
+@click.option("--device", help="Device for the embedder (cpu, cuda, mps; default: automatic).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--strict", is_flag=True, help="Fail (write nothing) if any file cannot be read.")
+@click.option("--explain", is_flag=True, help="First show how each document is read (title, "
+              "articles found, furniture dropped, warnings), as `rag inspect` does.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_tokens,
+           batch_size, dense, device, dry_run, strict, explain, as_json, quiet):
+    """Build or update an index from regulation files.
+
+    PATHS are files or directories (.txt/.md in UTF-8, Shift_JIS or EUC-JP, .html,
+    .pdf, .docx); default: the index's own sources, else [ingest] paths of rag.toml
+    (corpus/). Only changed documents are re-split and only changed passages
+    re-embedded; the new index replaces the old one atomically. Files that cannot be
+    read are reported by name and skipped (see --strict); .doc and .rtf are listed
+    with how to convert them. A `.ragignore` in a directory excludes files (glob
+    patterns, one a line; `drafts/` excludes a directory). Titles for documents whose
+    pages do not name the regulation: [ingest.titles] in rag.toml.
+    """
+    from ingest import store
+    from ingest.pipeline import IngestSettings
+    from ingest.pipeline import ingest as run_ingest
+
+    cfg = config(ctx)
+    index_dir = index_dir or Path(cfg.index)
+    if not paths:
+        try:
+            paths = [Path(p) for p in store.read_manifest(index_dir).get("inputs", [])]
+        except store.IndexStoreError:
+            paths = []
+        paths = [p for p in paths if p.exists()] or [Path(p) for p in cfg.paths]
+    settings = IngestSettings(
+        embedder=embedder, default_embedder=cfg.embedder,
+        query_prefix=pick(query_prefix, cfg.query_prefix),
+        passage_prefix=pick(passage_prefix, cfg.passage_prefix),
+        max_tokens=pick(max_tokens, cfg.max_tokens), batch_size=pick(batch_size, cfg.batch_size),
+        dense=dense, default_dense=cfg.dense, device=pick(device, cfg.device),
+        trust_remote_code=cfg.trust_remote_code, titles=cfg.titles)
+    if explain:
+        _explain(paths, cfg.titles, as_json)
+    progress = not quiet and sys.stderr.isatty()
+    log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
+    report = run_ingest(list(paths), index_dir, settings, strict=strict, dry_run=dry_run,
+                        progress=progress, log=log)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for doc in report.documents:
+        if doc.status == "unchanged":
+            continue
+        color = {"failed": "red", "removed": "yellow", "added": "green"}.get(doc.status)
+        click.echo(click.style(doc.describe(), fg=color), err=doc.status == "failed")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    unchanged = sum(d.status == "unchanged" for d in report.documents)
+    verb = "would index" if dry_run else ("indexed" if report.written else "up to date:")
+    click.echo(f"{verb} {report.passages} passages from "
+               f"{len(report.documents) - len(report.failures)} documents into {index_dir} "
+               f"({unchanged} unchanged, {report.embedded} passages embedded, "
+               f"{report.reused} reused, {report.seconds:.1f}s)")
+    if report.failures:
+        click.echo(click.style(f"{len(report.failures)} file(s) skipped; see above "
+                               "(--strict makes this an error)", fg="red"), err=True)
+
+
+def _explain(paths, titles: dict[str, str], as_json: bool) -> None:
+    """`rag ingest --explain`: how each document under PATHS reads (to stderr with --json)."""
+    from ingest.inspect import inspect_file, render
+    from ingest.loaders import LoadError
+    from ingest.pipeline import declared_title, discover
+
+    files, _ = discover(list(paths))
+    for f in files:
+        try:
+            report = inspect_file(f.path, f.source, declared_title(titles, f.source))
+        except LoadError:
+            continue                   # ingest reports it with its reason
+        for line in render(report, all_units=False):
+            click.echo(line, err=as_json)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--brief", is_flag=True, help="Summary only, without the list of articles.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file: title and "
+              "where it came from, structure, articles (label, caption, page, first "
+              "characters), share of the text inside articles, dropped lines, warnings.")
+@click.pass_context
+def inspect(ctx, files, brief, as_json):
+    """Show how a document is read: title, articles found, page furniture dropped.
+
+    \b
+    For each FILE: the regulation's title and where it came from (the text, a
+    ○ title line, metadata, [ingest.titles] of rag.toml, or the file name), each
+    article split out (label, caption, page, first characters), the share of the
+    text inside articles, the lines dropped as page furniture (page counters,
+    running headers), and warnings when a document mentions many articles but few
+    were split. Nothing is indexed and no model is loaded.
+    """
+    from ingest.inspect import inspect_file, render
+    from ingest.loaders import LoadError
+    from ingest.pipeline import declared_title
+
+    cfg = config(ctx)
+    failed = False
+    for f in files:
+        try:
+            report = inspect_file(f, f.name, declared_title(cfg.titles, f.resolve().as_posix()))
+        except LoadError as e:
+            click.echo(click.style(f"{f}: cannot be read: {e}", fg="red"), err=True)
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False))
+        else:
+            for line in render(report, all_units=not brief):
+                click.echo(line)
+    if failed:
+        sys.exit(1)
+
+
+def _print_hits(query: str, hits, full: bool) -> None:
+    click.echo(click.style(f"Q: {query}", bold=True))
+    if not hits:
+        click.echo("  (no matching passages)")
+    for h in hits:
+        p = h.passage
+        page = f" p.{p.page}" if p.page else ""
+        cite = " ".join(x for x in (p.title, p.label) if x)
+        click.echo(f"[{h.rank}] {click.style(cite, fg='cyan')}  "
+                   f"{click.style(p.source + page, dim=True)}  score {h.score:.4f}")
+        if p.heading:
+            click.echo(f"    {p.heading}")
+        text = p.text if full or len(p.text) <= 240 else p.text[:240] + "…"
+        for line in text.splitlines():
+            click.echo(f"    {line}")
+    click.echo()
+
+
+@click.command()
+@click.argument("question", required=False)
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory [config: index; env RAG_INDEX; default indexes/default].")
+@click.option("-k", "k", type=click.IntRange(1), help="Passages to return [config: search.k; "
+              "default 5].")
+@click.option("--mode", type=click.Choice(MODES), help="hybrid (dense + BM25 fused by "
+              "reciprocal rank; default), dense, or bm25 [config: search.mode].")
+@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Run many questions in one process: a text file of one "
+              "question a line, or JSONL with a 'question' (and optional 'id') field.")
+@click.option("--embedder", help="Must match the index's embedder; by default the index's own "
+              "is used [env RAG_EMBEDDER].")
+@click.option("--device", help="Device for the embedder (cpu, cuda, mps).")
+@click.option("--no-expand", is_flag=True, help="Search the question as typed, without adding "
+              "the regulation terms for everyday words (学費 -> 授業料) from the thesaurus "
+              "[config: search.thesaurus].")
+@click.option("--full", is_flag=True, help="Print whole passages, not the first 240 characters.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
+              "article, heading, text, ...}; with --queries one object a line: "
+              "{query, id, results}.")
+@click.pass_context
+def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
+           as_json):
+    """Find the passages of the regulations that answer QUESTION."""
+    if bool(question) == bool(queries_file):
+        raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
+    cfg = config(ctx)
+    from ..questions import read_queries
+
+    k, mode = pick(k, cfg.k), pick(mode, cfg.mode)
+    queries = read_queries(queries_file) if queries_file else [{"query": question}]
+    # Only search checks an explicit embedder (flag or RAG_EMBEDDER) against the index's.
+    retriever = build_retriever(cfg, index_dir, mode,
+                                embedder=embedder or os.environ.get("RAG_EMBEDDER"),
+                                device=device, expand=not no_expand)
+    results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
+    for q, hits in zip(queries, results):
+        if as_json and queries_file:
+            echo_json({**q, "results": [h.to_json() for h in hits]})
+        elif as_json:
+            click.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+        else:
+            _print_hits(q["query"], hits, full)
+
+

@@ -1,0 +1,68 @@
+"""What answering, chat and evaluation need from a language model, whatever runs it.
+
+`Generator` is the interface; `rag.generate.TransformersGenerator` (Hugging Face
+transformers + PEFT) is the implementation today, and other engines (CTranslate2, an
+OpenAI-compatible server) plug in behind the same methods, so `rag.answer` and
+`rag.evaluate` never know which one runs.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Generation:
+    text: str
+    new_tokens: int
+    first_token_ms: float | None
+    tokens_per_s: float | None
+    stopped_at_eos: bool
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to decode: one value handed from the command line down to the model."""
+    max_new_tokens: int = 256
+    temperature: float = 0.0        # 0 = greedy: the same question gives the same answer
+    fixed_length: bool = False      # exactly max_new_tokens, never stopping early (benchmarks)
+
+
+class Generator(ABC):
+    """A loaded language model. Attributes every implementation sets:
+    `name` (model id or path), `adapter` (or None), `tokenizer` (a Hugging Face
+    tokenizer: prompts are rendered with its chat template), `context_window` (tokens),
+    `load_s` (seconds the load took)."""
+
+    name: str
+    adapter: str | None
+    tokenizer: object
+    context_window: int
+    load_s: float
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's own tokenizer, without special tokens."""
+
+    @abstractmethod
+    def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        """Generate after `prompt`, streaming text to `on_text` as it comes. Generation
+        stops early, returning what it has with `cancelled` set, when `cancel()` is
+        called from another thread; when `on_text` raises (Ctrl-C, a client that went
+        away) generation stops too and the exception propagates."""
+
+    @abstractmethod
+    def generate_batch(self, prompts: list[str],
+                       options: GenerationOptions = GenerationOptions()) -> list[Generation]:
+        """Greedy answers for several prompts at once (evaluation)."""
+
+    def cancel(self) -> None:
+        """Stop the generation running now (from another thread)."""
+        self._cancel.set()
