@@ -195,10 +195,10 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
             "shard": list(settings.shard)}
     if retriever is not None:
         m = retriever.index.manifest
-        meta["index"] = {"path": str(retriever.index_dir), "updated": m.get("updated"),
-                         "embedder": m["embedder"]["name"],
-                         "embedder_revision": m["embedder"]["revision"],
-                         "passages": m.get("passages")}
+        meta["index"] = {"path": str(retriever.index_dir), "updated": m.updated,
+                         "embedder": m.embedder.name,
+                         "embedder_revision": m.embedder.revision,
+                         "passages": m.passages}
         meta["bm25_weight"] = retriever.bm25_weight
     return meta
 

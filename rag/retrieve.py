@@ -71,12 +71,12 @@ class Retriever:
         self.bm25_weight = bm25_weight
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
-        self.info = self.index.manifest["embedder"]
+        self.info = self.index.manifest.embedder
         if embedder and Path(embedder).is_dir():
             embedder = str(Path(embedder).resolve())
-        if embedder and embedder != self.info["name"]:
+        if embedder and embedder != self.info.name:
             raise EmbedderMismatch(
-                f"index {self.index_dir} was built with embedder {self.info['name']!r}, "
+                f"index {self.index_dir} was built with embedder {self.info.name!r}, "
                 f"not {embedder!r}: search it without --embedder/RAG_EMBEDDER, or rebuild "
                 f"it with `rag ingest --embedder {embedder}`")
         self._embedder_args = dict(device=device, trust_remote_code=trust_remote_code)
@@ -91,13 +91,13 @@ class Retriever:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             info = self.info
-            model = Embedder(info["name"], query_prefix=info["query_prefix"],
-                             passage_prefix=info["passage_prefix"], **self._embedder_args)
-            if model.dimension != info["dimension"] or model.revision != info["revision"]:
+            model = Embedder(info.name, query_prefix=info.query_prefix,
+                             passage_prefix=info.passage_prefix, **self._embedder_args)
+            if model.dimension != info.dimension or model.revision != info.revision:
                 raise EmbedderMismatch(
-                    f"embedder {info['name']!r} is not the model index {self.index_dir} was "
-                    f"built with (revision {model.revision} vs {info['revision']}, dimension "
-                    f"{model.dimension} vs {info['dimension']}); re-run `rag ingest`")
+                    f"embedder {info.name!r} is not the model index {self.index_dir} was "
+                    f"built with (revision {model.revision} vs {info.revision}, dimension "
+                    f"{model.dimension} vs {info.dimension}); re-run `rag ingest`")
             self._embedder = model
         return self._embedder
 

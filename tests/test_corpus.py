@@ -28,9 +28,9 @@ def test_every_gold_article_exists_in_the_built_index(corpus_index):
 
 def test_corpus_size_and_formats(corpus_index):
     m = store.read_manifest(corpus_index)
-    kinds = Counter(d["kind"] for d in m["documents"].values())
+    kinds = Counter(d.kind for d in m.documents.values())
     assert {"txt", "md", "html", "pdf"} <= set(kinds)
-    assert "cp932" in {d["encoding"] for d in m["documents"].values()}
+    assert "cp932" in {d.encoding for d in m.documents.values()}
     passages = store.load_index(corpus_index).passages
     articles = {(p.source, p.article) for p in passages if "条" in p.article}
     assert len(articles) >= 80

@@ -52,17 +52,56 @@ def test_strict_writes_nothing(corpus_copy, tmp_path, tiny_embedder):
 
 def test_manifest_records_what_search_relies_on(corpus_index):
     m = store.read_manifest(corpus_index)
-    assert m["format_version"] == store.FORMAT_VERSION
-    assert m["embedder"]["dimension"] == 32 and m["embedder"]["query_prefix"] == "query: "
-    assert m["embedder"]["revision"].startswith("sha256:")
-    assert m["tokenizer"]["name"] == "sudachipy"
-    assert m["tokenizer"]["dictionary"] == "sudachidict_core"
-    doc = m["documents"]["履修規程.txt"]
-    assert doc["encoding"] == "cp932" and len(doc["sha256"]) == 64
-    assert m["documents"]["学生懲戒規程.pdf"]["pages"] >= 2
+    assert m.format_version == store.FORMAT_VERSION
+    assert m.embedder.dimension == 32 and m.embedder.query_prefix == "query: "
+    assert m.embedder.revision.startswith("sha256:")
+    assert m.tokenizer["name"] == "sudachipy"
+    assert m.tokenizer["dictionary"] == "sudachidict_core"
+    doc = m.documents["履修規程.txt"]
+    assert doc.encoding == "cp932" and len(doc.sha256) == 64
+    assert m.documents["学生懲戒規程.pdf"].pages >= 2
     idx = store.load_index(corpus_index)
-    assert [p.id for p in idx.passages] == [pid for d in m["documents"].values()
-                                            for pid in d["passages"]]
+    assert [p.id for p in idx.passages] == [pid for d in m.documents.values()
+                                            for pid in d.passages]
+
+
+def test_manifest_reads_what_it_wrote_and_older_manifests(corpus_index):
+    raw = json.loads((store.current_generation(corpus_index) / "manifest.json").read_text("utf-8"))
+    assert store.Manifest.from_dict(raw).to_dict() == raw
+    # Before `inputs` and declared titles there were `roots`; unknown keys are ignored.
+    older = json.loads(json.dumps(raw))
+    del older["inputs"]
+    older["roots"] = ["/somewhere"]
+    for doc in older["documents"].values():
+        del doc["declared_title"]
+    m = store.Manifest.from_dict(older)
+    assert m.inputs == [] and {d.declared_title for d in m.documents.values()} == {""}
+
+
+@pytest.mark.parametrize("keys,value,error", [
+    (("embedder", "dimension"), None, "field 'embedder.dimension' is missing"),
+    (("documents", "学則.txt", "sha256"), 5, "field 'documents[学則.txt].sha256' should be a string"),
+    (("passages",), "153", "field 'passages' should be an integer"),
+    (("dense",), [], "field 'dense' should be an object or null"),
+])
+def test_a_bad_manifest_field_is_named(corpus_index, tmp_path, keys, value, error):
+    import shutil
+    index = tmp_path / "idx"
+    shutil.copytree(corpus_index, index)
+    path = store.current_generation(index) / "manifest.json"
+    raw = json.loads(path.read_text("utf-8"))
+    *parents, last = keys
+    target = raw
+    for k in parents:
+        target = target[k]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    path.write_text(json.dumps(raw, ensure_ascii=False), "utf-8")
+    with pytest.raises(store.IndexStoreError) as e:
+        store.load_index(index)
+    assert str(path) in str(e.value) and error in str(e.value)
 
 
 def test_reingest_reembeds_only_what_changed_and_reports_articles(corpus_copy, tmp_path,
@@ -172,7 +211,7 @@ def test_changing_the_embedder_reembeds_everything(corpus_copy, tmp_path, tiny_e
     assert report.embedded == report.passages and report.reused == 0
     assert all("re-indexed" in d.describe() for d in report.documents)
     assert first.written
-    assert store.read_manifest(index)["embedder"]["dimension"] == 24
+    assert store.read_manifest(index).embedder.dimension == 24
 
 
 # --------------------------------------------------------------------------- crash safety
@@ -245,8 +284,8 @@ def test_explicit_prefixes_are_kept_by_later_runs(corpus_copy, tmp_path, tiny_em
     f = corpus_copy / "学則.txt"
     f.write_text(f.read_text(encoding="utf-8").replace("除籍", "除名"), encoding="utf-8")
     report = ingest([corpus_copy], index, IngestSettings())
-    emb = store.read_manifest(index)["embedder"]
-    assert (emb["query_prefix"], emb["passage_prefix"]) == ("問: ", "文章: ")
+    emb = store.read_manifest(index).embedder
+    assert (emb.query_prefix, emb.passage_prefix) == ("問: ", "文章: ")
     assert 0 < report.embedded < report.passages
 
 
@@ -270,12 +309,12 @@ def test_switching_to_hnsw_reuses_the_vectors(corpus_copy, tmp_path, tiny_embedd
     flat = Retriever(index).search("除籍の要件", k=3, mode="dense")
     report = ingest([corpus_copy], index, IngestSettings(dense="hnsw"))
     assert report.written and report.embedded == 0
-    assert store.read_manifest(index)["dense"]["kind"] == "hnsw"
+    assert store.read_manifest(index).dense.kind == "hnsw"
     hnsw = Retriever(index).search("除籍の要件", k=3, mode="dense")
     assert [h.passage.id for h in hnsw] == [h.passage.id for h in flat]
     # and a bare run afterwards keeps HNSW
     ingest([corpus_copy], index, IngestSettings())
-    assert store.read_manifest(index)["dense"]["kind"] == "hnsw"
+    assert store.read_manifest(index).dense.kind == "hnsw"
 
 
 def test_a_document_turned_into_an_outside_symlink_keeps_its_passages(corpus_copy, tmp_path,

@@ -61,7 +61,7 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
     index_dir = index_dir or Path(cfg.index)
     if not paths:
         try:
-            paths = [Path(p) for p in store.read_manifest(index_dir).get("inputs", [])]
+            paths = [Path(p) for p in store.read_manifest(index_dir).inputs]
         except store.IndexStoreError:
             paths = []
         paths = [p for p in paths if p.exists()] or [Path(p) for p in cfg.paths]

@@ -119,9 +119,8 @@ def build_synthetic_index(path: Path, n: int, dim: int, sentences, sentence_toke
         tokens.append([t for j in picks for t in sentence_tokens[j]])
     vecs = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    manifest = {"format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION,
-                "embedder": EMBEDDER_INFO, "documents": {}, "passages": n,
-                "dense": {"kind": dense, **({"ef_search": 128} if dense == "hnsw" else {})}}
+    manifest = store.Manifest(embedder=EMBEDDER_INFO, documents={}, passages=n,
+                              dense=store.DenseInfo.for_kind(dense))
     store.write_generation(path, manifest, passages, tokens, store.build_dense(vecs, dense),
                            store.build_bm25(tokens))
 
@@ -174,7 +173,7 @@ def main() -> None:
     tok = JapaneseTokenizer()
     sentence_tokens = [tok.tokenize(s) for s in sentences]
     SHARED_EMBEDDER = Embedder(args.embedder)
-    EMBEDDER_INFO = SHARED_EMBEDDER.info.to_dict()
+    EMBEDDER_INFO = SHARED_EMBEDDER.info
     queries = [q.question for q in load_questions(CORPUS / "questions.jsonl")]
     results: dict = {"embedder": args.embedder, "machine": _machine()}
     with tempfile.TemporaryDirectory() as tmp:

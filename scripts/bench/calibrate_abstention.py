@@ -41,7 +41,7 @@ def main() -> None:
     answerable.sort()
     allowed = int(args.max_false_abstention * len(answerable))
     threshold = answerable[allowed] if answerable else 0.0   # abstain strictly below it
-    report = {"embedder": retriever.info["name"], "min_score": round(threshold, 4),
+    report = {"embedder": retriever.info.name, "min_score": round(threshold, 4),
               "answerable": len(answerable), "unanswerable": len(unanswerable),
               "false_abstention": sum(s < threshold for s in answerable) / max(1, len(answerable)),
               "abstention_on_unanswerable": sum(s < threshold for s in unanswerable)

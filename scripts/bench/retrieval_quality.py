@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     retriever = Retriever(args.index, thesaurus=None if args.no_expand else "default",
                           bm25_weight=args.bm25_weight)
-    report = {"index": str(args.index), "embedder": retriever.info["name"], "k": args.k,
+    report = {"index": str(args.index), "embedder": retriever.info.name, "k": args.k,
               "expand": not args.no_expand, "bm25_weight": args.bm25_weight, "sets": {}}
     for path in args.questions:
         qs = load_questions(path)

@@ -1,0 +1,106 @@
+"""Which files an ingest reads: supported documents under the given paths, never
+leaving them (symlinks out are refused), minus hidden files and what `.ragignore` files
+exclude. Unsupported or convertible files are reported, not read."""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .loaders import CONVERTIBLE, SUPPORTED_SUFFIXES
+from .report import DocumentChange, IngestError
+
+
+@dataclass
+class SourceFile:
+    path: Path        # absolute
+    source: str       # relative to its root, POSIX separators
+    root: Path
+
+
+def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]:
+    """Supported files under `paths`, never leaving them (symlinks out are refused)."""
+    found: dict[str, SourceFile] = {}
+    problems: list[DocumentChange] = []
+    seen: set[Path] = set()           # `rag ingest corpus corpus/学則.txt` reads it once
+    for given in paths:
+        given = Path(given)
+        if not given.exists():
+            raise IngestError(f"{given}: no such file or directory")
+        root = given.resolve() if given.is_dir() else given.resolve().parent
+        if given.is_file():
+            suffix = given.suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                reason = CONVERTIBLE.get(suffix) or f"unsupported file type {given.suffix!r}"
+                problems.append(DocumentChange(given.name, "failed", reason=reason))
+                continue
+            candidates = [given.absolute()]
+        else:
+            # Real files before symlinks, so a link to a file in the tree is the duplicate.
+            candidates = sorted(_walk(given.absolute()), key=lambda p: (p.is_symlink(), p))
+        for path in candidates:
+            rel = Path(os.path.relpath(path, given.absolute() if given.is_dir()
+                                       else given.absolute().parent)).as_posix()
+            if path.suffix.lower() in CONVERTIBLE:     # a Word .doc among the rules: say so
+                problems.append(DocumentChange(rel, "failed",
+                                               reason=CONVERTIBLE[path.suffix.lower()]))
+                continue
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    problems.append(DocumentChange(rel, "failed",
+                                                   reason=f"symlink to {target}, outside {given}"))
+                    continue
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            if rel in found:
+                problems.append(DocumentChange(rel, "failed", reason=(
+                    f"same relative path under {found[rel].root} and {root}")))
+                continue
+            found[rel] = SourceFile(path, rel, root)
+    return list(found.values()), problems
+
+
+IGNORE_FILE = ".ragignore"
+
+
+def _walk(top: Path):
+    """Documents under `top` (and files to report as convertible), skipping hidden ones
+    and what a `.ragignore` in a directory excludes (glob patterns relative to that
+    directory, one a line; `name/` excludes a directory)."""
+    rules: list[tuple[Path, list[str]]] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        here = Path(dirpath)
+        if IGNORE_FILE in filenames:
+            rules.append((here, _ignore_patterns(here / IGNORE_FILE)))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not _ignored(here / d, True, rules))
+        for name in sorted(filenames):
+            suffix = Path(name).suffix.lower()
+            if (not name.startswith(".") and (suffix in SUPPORTED_SUFFIXES or suffix in CONVERTIBLE)
+                    and not _ignored(here / name, False, rules)):
+                yield here / name
+
+
+def _ignore_patterns(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _ignored(path: Path, is_dir: bool, rules: list[tuple[Path, list[str]]]) -> bool:
+    for base, patterns in rules:
+        if not path.is_relative_to(base):
+            continue
+        rel = path.relative_to(base).as_posix()
+        for pat in patterns:
+            if pat.endswith("/"):
+                if is_dir and (fnmatch.fnmatch(rel, pat[:-1]) or fnmatch.fnmatch(path.name, pat[:-1])):
+                    return True
+            elif fnmatch.fnmatch(rel, pat) or ("/" not in pat and fnmatch.fnmatch(path.name, pat)):
+                return True
+    return False

@@ -1,0 +1,60 @@
+"""What `rag ingest` tells its caller: a line per document, the totals, and the error
+that stops an ingest before it writes anything."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import RagError
+
+
+class IngestError(RagError):
+    """Ingest cannot go on (no documents, --strict with bad files, ...)."""
+
+
+@dataclass
+class DocumentChange:
+    source: str
+    status: str                     # added | changed | removed | unchanged | failed
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reason: str = ""                # why it failed, or why an unchanged file was re-indexed
+    passages: int = 0
+
+    def describe(self) -> str:
+        if self.status == "failed":
+            return f"{self.source}: skipped: {self.reason}"
+        if self.status in ("added", "removed", "unchanged"):
+            return f"{self.source}: {self.status} ({self.passages} passages)"
+        if self.reason:          # re-indexed for new settings: part lists would be noise
+            return f"{self.source}: {self.reason}"
+        parts = [f"{k} changed" for k in self.changed] + [f"{k} added" for k in self.added] + [
+            f"{k} removed" for k in self.removed]
+        return f"{self.source}: " + (", ".join(parts) or "no article changed (layout only)")
+
+
+@dataclass
+class IngestReport:
+    index: str
+    documents: list[DocumentChange]
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    dry_run: bool = False
+    written: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[DocumentChange]:
+        return [d for d in self.documents if d.status == "failed"]
+
+    @property
+    def changed(self) -> bool:
+        return any(d.status not in ("unchanged", "failed") for d in self.documents)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "dry_run": self.dry_run, "written": self.written,
+                "passages": self.passages, "embedded": self.embedded, "reused": self.reused,
+                "seconds": round(self.seconds, 3), "notes": self.notes,
+                "documents": [d.__dict__ for d in self.documents]}
