@@ -9,9 +9,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-
-class ConfigError(Exception):
-    pass
+from rag.settings import ConfigError
 
 
 @dataclass

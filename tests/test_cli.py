@@ -213,3 +213,29 @@ def test_every_retrieving_command_reports_a_bad_thesaurus(corpus_index, tmp_path
                   "--out", tmp_path / "rows.jsonl"]):
         r = run("--config", cfg, *args)
         assert r.exit_code == 1 and "missing.tsv: thesaurus file not found" in r.output, r.output
+
+
+def test_an_explicit_empty_flag_overrides_the_config(corpus_copy, tmp_path, tiny_embedder):
+    """Flags win only when given; an explicit "" is given (it used to fall back to the
+    config's value through `flag or config`)."""
+    from ingest import store
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('[ingest]\nquery_prefix = "質問: "\n', encoding="utf-8")
+    index = tmp_path / "idx"
+    r = run("--config", cfg, "ingest", corpus_copy, "--index", index, "--embedder",
+            tiny_embedder, "--query-prefix", "", "-q")
+    assert r.exit_code == 0, r.output
+    assert store.read_manifest(index).embedder.query_prefix == ""
+    r = run("--config", cfg, "ingest", corpus_copy, "--index", tmp_path / "idx2",
+            "--embedder", tiny_embedder, "-q")
+    assert store.read_manifest(tmp_path / "idx2").embedder.query_prefix == "質問: "
+
+
+def test_errors_are_reported_once_without_a_traceback(tmp_path):
+    """A domain error from deep inside (here the fine-tuning settings) reaches the user as
+    its message, exit status 1, whichever command raised it."""
+    bad = tmp_path / "ft.toml"
+    bad.write_text('lr = "fast"\n', encoding="utf-8")
+    r = run("finetune", "train", "--config", bad, "--data", "x.jsonl")
+    assert r.exit_code == 1 and "lr" in r.output and "Traceback" not in r.output
+    assert r.output.startswith("Error: ")
