@@ -37,6 +37,9 @@ class TrainConfig:
     group_by_length: bool = True       # batches of similar length: little padding
     gradient_checkpointing: bool = True
     dtype: str = "auto"                # auto | bf16 | fp16 | fp32
+    # several processes (torchrun, srun, accelerate launch): "ddp" keeps a whole model on
+    # every GPU; "fsdp" shards it across them, for models that do not fit one GPU
+    strategy: str = "ddp"              # ddp | fsdp
     seed: int = 42
     # bookkeeping
     eval_every: int = 200
@@ -116,6 +119,8 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **flags) -
         raise ConfigError("eval_fraction must be in [0, 1), epochs and lr above 0")
     if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"dtype must be auto, bf16, fp16 or fp32, not {cfg.dtype!r}")
+    if cfg.strategy not in ("ddp", "fsdp"):
+        raise ConfigError(f"strategy must be ddp or fsdp, not {cfg.strategy!r}")
     return cfg
 
 

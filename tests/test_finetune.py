@@ -1,5 +1,6 @@
 """Fine-tuning with a tiny OpenCALM-layout model on CPU: masking, learning, resume,
-merge, data building, config errors, and a two-process DDP run (gloo)."""
+stopping on a signal, merge, data building, config errors, and two-process DDP and
+FSDP runs (gloo) that match a single process."""
 import json
 import os
 import subprocess
@@ -210,20 +211,127 @@ def test_build_data_checks_gold_articles_first(corpus_index, tmp_path):
         build(Retriever(corpus_index), f)
 
 
+# Two CPU processes over gloo, against one process with the same effective batch: the
+# micro-batches are the same (rank r of 2 takes global micro-batches r, r + 2, ...), so
+# the adapters agree to rounding only if each rank trained on its own half of the data.
+DISTRIBUTED = ["--set", "micro_batch=2", "--set", "eval_fraction=0.2", "--set", "lr=1e-2",
+               "--set", "warmup_steps=1", "--set", "lora_dropout=0", "--set", "log_every=1"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(launcher: list[str], tiny_generator, data, out, *args) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", *launcher, "-m", "rag", "finetune", "train",
+         "--model", str(tiny_generator), "--data", str(data), "--out", str(out), *DISTRIBUTED,
+         *args, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _one_process(tiny_generator, data, out, **kw) -> dict:
+    cfg = load_config(None, [a for a in DISTRIBUTED if a != "--set"], model=str(tiny_generator),
+                      data=(str(data),), out=str(out))
+    for key, value in kw.items():
+        setattr(cfg, key, value)
+    return train(cfg, progress=False, log=lambda s: None)
+
+
+def _same_adapter(a: Path, b: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert x.keys() == y.keys()
+    for k in x:
+        assert torch.allclose(x[k], y[k], atol=1e-5), (k, (x[k] - y[k]).abs().max())
+
+
 def test_two_process_ddp_run_trains_one_adapter(tiny_generator, alpaca, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29531", "-m", "rag", "finetune", "train",
-         "--model", str(tiny_generator), "--data", str(alpaca), "--out", str(out),
-         "--max-steps", "4", "--set", "micro_batch=2", "--set", "grad_accum=1",
-         "--set", "eval_fraction=0", "--set", "lora_dropout=0", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    card = json.loads(proc.stdout)
-    assert card["world_size"] == 2 and card["steps"] == 4
+    card = _launch(["torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(_free_port())], tiny_generator, alpaca, out,
+                   "--max-steps", "4", "--set", "grad_accum=2")
+    assert card["world_size"] == 2 and card["steps"] == 4 and card["strategy"] == "ddp"
     assert (out / "adapter_model.safetensors").is_file()
+    assert card["final_train_loss"] < card["first_train_loss"]
+    one = _one_process(tiny_generator, alpaca, tmp_path / "one", max_steps=4, grad_accum=4)
+    _same_adapter(out, tmp_path / "one")
+    assert card["final_eval_loss"] == pytest.approx(one["final_eval_loss"], abs=1e-5)
+
+
+def test_two_process_fsdp_run_shards_resumes_and_matches_one_process(tiny_generator, alpaca,
+                                                                      tmp_path):
+    """FSDP through `accelerate launch` (gloo on CPUs; its --cpu would start a single
+    process): sharded optimizer state in the checkpoint, a resume from it, an evaluation
+    with a rank that has no batch of its own, and an adapter that PEFT loads."""
+    out = tmp_path / "fsdp"
+    launcher = ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port())]
+    args = ("--set", "strategy=fsdp", "--set", "grad_accum=2", "--set", "max_eval_examples=2")
+    first = _launch(launcher, tiny_generator, alpaca, out, "--max-steps", "2", *args)
+    assert first["world_size"] == 2 and first["strategy"] == "fsdp"
+    assert (out / "checkpoint" / "accelerate" / "optimizer_0").is_dir()
+    card = _launch(launcher, tiny_generator, alpaca, out, "--max-steps", "4", "--resume", *args)
+    assert card["steps"] == 4 and card["final_train_loss"] < first["first_train_loss"]
+    one = tmp_path / "one"
+    _one_process(tiny_generator, alpaca, one, max_steps=2, grad_accum=4, max_eval_examples=2)
+    ref = _one_process(tiny_generator, alpaca, one, max_steps=4, grad_accum=4,
+                       max_eval_examples=2, resume=True)
+    _same_adapter(out, one)
+    assert card["final_eval_loss"] == pytest.approx(ref["final_eval_loss"], abs=1e-5)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_generator),
+                                      str(out))
+    assert model(input_ids=torch.tensor([[5, 17, 42]])).logits.shape[:2] == (1, 3)
+
+
+def test_a_signal_checkpoints_and_the_run_resumes_from_it(tiny_generator, alpaca, tmp_path,
+                                                         monkeypatch):
+    """SIGUSR1 (Slurm's warning before the time limit) or SIGTERM (scancel): the step
+    finishes, a checkpoint is saved, Interrupted is raised (rag exits 75), and --resume
+    ends where an uninterrupted run ends."""
+    import signal
+
+    import finetune.train as ft
+    from finetune.train import Interrupted
+    whole = tmp_path / "whole"
+    train(_cfg(tiny_generator, alpaca, whole, max_steps=5), progress=False, log=lambda s: None)
+    real = ft._optimizer_step
+
+    def step_then_signal(run):
+        result = real(run)
+        if run.step == 1:                       # during step 2
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return result
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(ft, "_optimizer_step", step_then_signal)
+    logs = []
+    with pytest.raises(Interrupted) as stopped:
+        train(_cfg(tiny_generator, alpaca, part, max_steps=5), progress=False, log=logs.append)
+    assert stopped.value.step == 2 and any("stopped by SIGUSR1 at step 2 of 5" in x for x in logs)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL      # handlers restored
+    monkeypatch.setattr(ft, "_optimizer_step", real)
+    card = train(_cfg(tiny_generator, alpaca, part, max_steps=5, resume=True), progress=False,
+                 log=logs.append)
+    assert "resuming at step 2 of 5" in logs and card["steps"] == 5
+    _same_adapter(whole, part)
+
+
+def test_strategy_contradicting_the_launcher_is_an_error(tiny_generator, alpaca, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")        # accelerate launch --use_fsdp
+    with pytest.raises(TrainError, match="set strategy = \"fsdp\""):
+        train(_cfg(tiny_generator, alpaca, tmp_path / "x"), progress=False, log=lambda s: None)
 
 
 def test_resuming_a_finished_run_reports_it(tiny_generator, alpaca, tmp_path):
@@ -238,7 +346,8 @@ def test_resuming_a_finished_run_reports_it(tiny_generator, alpaca, tmp_path):
 
 @pytest.mark.parametrize("setting,error", [("grad_accum=0", "grad_accum must be at least 1"),
                                            ("micro_batch=0", "micro_batch must be at least 1"),
-                                           ("eval_fraction=1.5", "eval_fraction")])
+                                           ("eval_fraction=1.5", "eval_fraction"),
+                                           ("strategy=zero", "strategy must be ddp or fsdp")])
 def test_settings_out_of_range(setting, error):
     with pytest.raises(ConfigError, match=error):
         load_config(None, [setting], data=("d.jsonl",))
