@@ -1,111 +1,88 @@
 """Fine-tuning settings: a TOML file, then `--set key=value`, then flags.
 
-Every key is checked against `TrainConfig`; a key that does not exist is an error
-naming it (before any model is loaded or GPU time spent).
+Every setting is a field of `TrainConfig` with its type, default and help, loaded by
+the project's one settings loader (rag.settings), as rag.toml is; a key that does not
+exist or a value of the wrong type is an error naming it (before any model is loaded
+or GPU time spent).
 """
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rag.settings import ConfigError
+from rag.settings import ConfigError, apply_file, apply_sets, read_toml, set_value, setting
+
+__all__ = ["TrainConfig", "ConfigError", "load_config"]
 
 
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = "cyberagent/open-calm-3b"
-    data: list[str] = field(default_factory=list)   # HF dataset ids or JSON/JSONL/CSV files
-    out: str = "adapters/run"
-    eval_fraction: float = 0.02        # held out from each source for the evaluation loss
-    max_eval_examples: int = 500
+    model: str = setting("cyberagent/open-calm-3b",
+                         help="Base model: a Hugging Face id or a local directory.")
+    data: list[str] = setting(factory=list, help=(
+        "Training data: Hugging Face dataset ids or JSON/JSONL/CSV files of Alpaca "
+        "(instruction/input/output) or chat (messages) rows."))
+    out: str = setting("adapters/run", help="Output directory: adapter, tokenizer, run card.")
+    eval_fraction: float = setting(0.02, help="Held out from each source for the eval loss.")
+    max_eval_examples: int = setting(500, help="At most this many held-out examples.")
     # LoRA (the seed recipe: r=4 on query_key_value, alpha 16, dropout 0.05)
-    lora_r: int = 4
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None         # None: chosen per architecture
+    lora_r: int = setting(4, help="LoRA rank.")
+    lora_alpha: int = setting(16, help="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = setting(0.05, help="Dropout on the LoRA input.")
+    target_modules: list[str] | None = setting(None, help=(
+        "Modules that get LoRA (default: chosen per architecture, query_key_value for "
+        "GPT-NeoX)."))
     # optimisation
-    lr: float = 3e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    micro_batch: int = 4
-    grad_accum: int = 8                # effective batch = micro_batch x grad_accum x GPUs
-    epochs: float = 1.0
-    max_steps: int | None = None       # optimizer steps; overrides epochs
-    max_length: int = 1024             # examples longer than this (in tokens) are dropped
-    group_by_length: bool = True       # batches of similar length: little padding
-    gradient_checkpointing: bool = True
-    dtype: str = "auto"                # auto | bf16 | fp16 | fp32
-    # several processes (torchrun, srun, accelerate launch): "ddp" keeps a whole model on
-    # every GPU; "fsdp" shards it across them, for models that do not fit one GPU
-    strategy: str = "ddp"              # ddp | fsdp
-    seed: int = 42
+    lr: float = setting(3e-4, help="Peak learning rate (linear warmup, cosine decay).")
+    warmup_steps: int = setting(100, help="Optimizer steps of linear warmup.")
+    weight_decay: float = setting(0.0, help="AdamW weight decay.")
+    micro_batch: int = setting(4, help="Examples per forward pass on each GPU.")
+    grad_accum: int = setting(8, help=(
+        "Micro-batches per optimizer step: effective batch = micro_batch x grad_accum x GPUs."))
+    epochs: float = setting(1.0, help="Passes over the data.")
+    max_steps: int | None = setting(None, help="Optimizer steps; overrides epochs.")
+    max_length: int = setting(1024, help="Examples longer than this (in tokens) are dropped.")
+    group_by_length: bool = setting(True, help="Batches of similar length: little padding.")
+    gradient_checkpointing: bool = setting(True, help="Recompute activations: less memory.")
+    dtype: str = setting("auto", help="auto | bf16 | fp16 | fp32 (auto: bf16 on Ampere+, "
+                                      "fp16 on V100, fp32 on CPU).")
+    strategy: str = setting("ddp", help=(
+        "Several processes (torchrun, srun, accelerate launch): ddp keeps a whole model on "
+        "every GPU; fsdp shards it across them, for models that do not fit one GPU."))
+    seed: int = setting(42, help="Data order and initialisation.")
     # bookkeeping
-    eval_every: int = 200
-    save_every: int = 200
-    log_every: int = 10
-    resume: bool = False
-    trust_remote_code: bool = False
-    allow_pickle: bool = True          # OpenCALM ships only .bin (loaded weights-only)
+    eval_every: int = setting(200, help="Optimizer steps between eval-loss measurements.")
+    save_every: int = setting(200, help="Optimizer steps between checkpoints.")
+    log_every: int = setting(10, help="Optimizer steps between log lines.")
+    resume: bool = setting(False, help="Continue from OUT/checkpoint, same data order.")
+    trust_remote_code: bool = setting(False, help="Run the model repository's own code.")
+    allow_pickle: bool = setting(True, help=(
+        "Load pickled .bin weights (weights only): OpenCALM ships only those."))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-
-
-def _coerce(key: str, value, where: str):
-    kind = str(_TYPES[key])
-    try:
-        if isinstance(value, str) and "list" in kind:
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, str):
-            if "bool" in kind:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            if "int" in kind and "None" in kind and value.lower() == "none":
-                return None
-            if "int" in kind:
-                return int(value)
-            if "float" in kind:
-                return float(value)
-        if "bool" in kind and not isinstance(value, bool):
-            raise ValueError(value)
-        if "float" in kind and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind.startswith("int") and not isinstance(value, int):
-            raise ValueError(value)
-    except ValueError:
-        raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind}") from None
-    return value
-
-
 def load_config(path: str | Path | None = None, sets: list[str] = (), **flags) -> TrainConfig:
+    """A TOML file (keys at the top level or under [train]), then `--set key=value`,
+    then the command's flags (those given)."""
     cfg = TrainConfig()
     if path:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: {e}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
-        data = {**data.pop("train", {}), **data}       # keys may sit under [train]
-        for key, value in data.items():
-            _set(cfg, key, value, str(path))
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        _set(cfg, key.strip(), value.strip(), "--set")
+        data = read_toml(path)
+        apply_file(cfg, {**data.pop("train", {}), **data}, str(path))
+    apply_sets(cfg, list(sets))
     for key, value in flags.items():
         if value is not None and value != ():
-            _set(cfg, key, list(value) if isinstance(value, tuple) else value, f"--{key}")
+            set_value(cfg, key, list(value) if isinstance(value, tuple) else value, f"--{key}")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: TrainConfig) -> None:
     if not cfg.data:
         raise ConfigError("no training data: give --data PATH_OR_ID (or data = [...] in the "
                           "config)")
@@ -121,11 +98,3 @@ def load_config(path: str | Path | None = None, sets: list[str] = (), **flags) -
         raise ConfigError(f"dtype must be auto, bf16, fp16 or fp32, not {cfg.dtype!r}")
     if cfg.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"strategy must be ddp or fsdp, not {cfg.strategy!r}")
-    return cfg
-
-
-def _set(cfg: TrainConfig, key: str, value, where: str) -> None:
-    if key not in _TYPES:
-        known = ", ".join(sorted(_TYPES))
-        raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
-    setattr(cfg, key, _coerce(key, value, where))

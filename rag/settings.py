@@ -84,7 +84,7 @@ def apply_file(obj, data: dict, where: str, *, sections_required: bool = False) 
             continue
         f = by_place.get(("", name))
         if f is None:
-            what = "section" if isinstance(value, dict) else "key"
+            what = "section" if isinstance(value, dict) else "setting"
             known = sorted({k for s, k in by_place if not s} | sections)
             raise ConfigError(f"{where}: unknown {what} {name!r} (known: {', '.join(known)})")
         set_value(obj, f.name, value, f"{where}: {name}")
