@@ -54,7 +54,9 @@ def render(report: dict, *, width: int = 60, all_units: bool = True) -> list[str
     """The report as lines for a terminal."""
     r = report
     out = [r["file"],
-           f"  title: {r['title']}  ({r['title_source']})",
+           f"  title: {r['title']}  ({r['title_source']}"
+           + ("; the text does not name the regulation: give its title in [ingest.titles] "
+              "of rag.toml)" if r["title_source"] == "file name" else ")"),
            f"  read as: {r['structure']}, {r['kind']}"
            + (f" {r['encoding']}" if r.get("encoding") else "")
            + (f", {r['pages']} pages" if r["kind"] == "pdf" else ""),
