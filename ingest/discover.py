@@ -19,8 +19,12 @@ class SourceFile:
     root: Path
 
 
-def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]:
-    """Supported files under `paths`, never leaving them (symlinks out are refused)."""
+def discover(paths: list[Path], bases: dict[Path, Path] | None = None,
+             ) -> tuple[list[SourceFile], list[DocumentChange]]:
+    """Supported files under `paths`, never leaving them (symlinks out are refused).
+    A file's source is its path relative to the given directory (a given file: its
+    folder), or to `bases[path]` when the path lies in an input the index already
+    records (`rag ingest corpus/学則.txt` refreshes the 学則.txt of `corpus/`)."""
     found: dict[str, SourceFile] = {}
     problems: list[DocumentChange] = []
     seen: set[Path] = set()           # `rag ingest corpus corpus/学則.txt` reads it once
@@ -28,7 +32,10 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
         given = Path(given)
         if not given.exists():
             raise IngestError(f"{given}: no such file or directory")
-        root = given.resolve() if given.is_dir() else given.resolve().parent
+        base = (bases or {}).get(given.absolute())
+        root = base.resolve() if base else (
+            given.resolve() if given.is_dir() else given.resolve().parent)
+        rel_to = base or (given.absolute() if given.is_dir() else given.absolute().parent)
         if given.is_file():
             suffix = given.suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
@@ -40,8 +47,7 @@ def discover(paths: list[Path]) -> tuple[list[SourceFile], list[DocumentChange]]
             # Real files before symlinks, so a link to a file in the tree is the duplicate.
             candidates = sorted(_walk(given.absolute()), key=lambda p: (p.is_symlink(), p))
         for path in candidates:
-            rel = Path(os.path.relpath(path, given.absolute() if given.is_dir()
-                                       else given.absolute().parent)).as_posix()
+            rel = Path(os.path.relpath(path, rel_to)).as_posix()
             if path.suffix.lower() in CONVERTIBLE:     # a Word .doc among the rules: say so
                 problems.append(DocumentChange(rel, "failed",
                                                reason=CONVERTIBLE[path.suffix.lower()]))

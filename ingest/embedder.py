@@ -140,3 +140,22 @@ def resolve_revision(name: str, revision: str | None = None) -> str:
     except Exception:  # noqa: BLE001 - not cached (or not a Hub id): nothing to compare
         return revision or "unknown"
     return path.resolve().name if path.parent.name == "snapshots" else _fingerprint(path)
+
+
+class LazyEmbedder:
+    """Loads the model only when a document actually needs splitting or embedding."""
+
+    def __init__(self, settings, name: str, prefixes: tuple, log):
+        """`settings`: device, batch_size, trust_remote_code (ingest's IngestSettings)."""
+        self.settings, self.name, self.prefixes, self.log = settings, name, prefixes, log
+        self._model: Embedder | None = None
+
+    def get(self) -> Embedder:
+        if self._model is None:
+            s = self.settings
+            self.log(f"loading embedder {self.name}")
+            self._model = Embedder(self.name, query_prefix=self.prefixes[0],
+                                   passage_prefix=self.prefixes[1], device=s.device,
+                                   batch_size=s.batch_size,
+                                   trust_remote_code=s.trust_remote_code)
+        return self._model

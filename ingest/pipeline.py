@@ -27,12 +27,14 @@ import numpy as np
 
 from . import store
 from .discover import IGNORE_FILE, SourceFile, discover
-from .embedder import DEFAULT_EMBEDDER, Embedder, EmbedderInfo, resolve_revision
+from .inputs import Inputs, resolve_inputs
+from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .report import DocumentChange, IngestError, IngestReport
 from .splitter import SPLITTER_VERSION, analyse_document, change_key
 from .store import DenseInfo, DocumentRecord, Manifest, StoredIndex
+from .title import declared_title
 from .tokenizer import JapaneseTokenizer
 
 
@@ -51,43 +53,41 @@ class IngestSettings:
     titles: dict[str, str] = field(default_factory=dict)   # [ingest.titles]: path -> title
 
 
-def declared_title(titles: dict[str, str], source: str) -> str:
-    """The admin's title for a document: keyed by its path relative to the ingested
-    directory (matched as the end of the path), or by its file name."""
-    source = source.replace("\\", "/")
-    for key, title in titles.items():
-        key = key.strip("/")
-        if source == key or source.endswith("/" + key):
-            return title
-    return titles.get(source.rsplit("/", 1)[-1], "")
-
-
 # --------------------------------------------------------------------------- ingest
 
 def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None = None, *,
            strict: bool = False, dry_run: bool = False, progress: bool = False,
+           forget: list[Path] = (), yes: bool = False, default_paths: list[Path] = (),
            log: Callable[[str], None] = lambda s: None) -> IngestReport:
-    req = _Request(paths, Path(index_dir), settings or IngestSettings(), strict, dry_run,
-                   progress, log)
+    """Add or refresh `paths` in the index and keep every other document; with no
+    paths, re-read every input the index records (`default_paths` for an index that
+    records none). `forget` drops recorded inputs and their documents. A run that would
+    remove more than half of the documents stops unless `yes`."""
+    req = _Request(list(paths), Path(index_dir), settings or IngestSettings(), strict,
+                   dry_run, progress, log, list(forget), yes, list(default_paths))
     started = time.perf_counter()
-    files, problems = discover(paths)
-    if not files and not problems:
-        raise IngestError(f"no supported documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
-                          f"under {', '.join(map(str, paths))}")
     lock = contextlib.nullcontext() if dry_run else store.index_lock(req.index_dir)
     with lock:
+        if not dry_run:
+            store.remove_partials(req.index_dir)      # left by a killed or failed run
         plan = _plan(req)
-        new = _collect(req, plan, files, problems)
+        inputs = resolve_inputs(req.index_dir, plan.old_manifest.inputs if plan.old_manifest
+                                else [], req.paths, req.forget, req.default_paths)
+        files, problems = discover(inputs.read, inputs.bases)
+        if not files and not problems and not inputs.forgotten:
+            raise IngestError(f"no supported documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
+                              f"under {', '.join(map(str, inputs.read))}")
+        new = _collect(req, plan, inputs, files, problems)
         report = new.report
-        _refuse_incomplete(req, new)
+        _refuse_incomplete(req, plan, new)
         report.passages = len(new.passages)
-        if dry_run or _nothing_to_write(plan, report):
+        if dry_run or _nothing_to_write(plan, report, inputs):
             report.reused = len(new.passages)
         else:
             vectors = _embed(req, plan, new.passages)
             report.embedded = vectors.embedded
             report.reused = len(new.passages) - vectors.embedded
-            _write(req, plan, new, vectors)
+            _write(req, plan, new, vectors, inputs)
             report.written = True
     report.seconds = time.perf_counter() - started
     return report
@@ -103,24 +103,9 @@ class _Request:
     dry_run: bool
     progress: bool
     log: Callable[[str], None]
-
-
-class _LazyEmbedder:
-    """Loads the model only when a document actually needs splitting or embedding."""
-
-    def __init__(self, settings: IngestSettings, name: str, prefixes: tuple, log):
-        self.settings, self.name, self.prefixes, self.log = settings, name, prefixes, log
-        self._model: Embedder | None = None
-
-    def get(self) -> Embedder:
-        if self._model is None:
-            s = self.settings
-            self.log(f"loading embedder {self.name}")
-            self._model = Embedder(self.name, query_prefix=self.prefixes[0],
-                                   passage_prefix=self.prefixes[1], device=s.device,
-                                   batch_size=s.batch_size,
-                                   trust_remote_code=s.trust_remote_code)
-        return self._model
+    forget: list[Path]
+    yes: bool
+    default_paths: list[Path]
 
 
 # --------------------------------------------------------------------------- plan
@@ -129,7 +114,7 @@ class _LazyEmbedder:
 class _Plan:
     """The previous index and what this run can take over from it."""
     old: StoredIndex | None
-    embedder: _LazyEmbedder
+    embedder: LazyEmbedder
     tokenizer: JapaneseTokenizer
     splitter: dict
     dense_kind: str
@@ -177,7 +162,7 @@ def _plan(req: _Request) -> _Plan:
     if old and not same_setup:
         req.log("embedder, its weights, prefixes or splitter settings differ from the index: "
                 "re-splitting and re-embedding everything")
-    return _Plan(old, _LazyEmbedder(req.settings, name, prefixes, req.log), tokenizer,
+    return _Plan(old, LazyEmbedder(req.settings, name, prefixes, req.log), tokenizer,
                  splitter, dense_kind, same_setup, same_tokenizer)
 
 
@@ -228,7 +213,7 @@ class _Collection:
             removed=[k for k in before if k not in after])
 
 
-def _collect(req: _Request, plan: _Plan, files: list[SourceFile],
+def _collect(req: _Request, plan: _Plan, inputs: Inputs, files: list[SourceFile],
              problems: list[DocumentChange]) -> _Collection:
     from tqdm.auto import tqdm
 
@@ -241,8 +226,17 @@ def _collect(req: _Request, plan: _Plan, files: list[SourceFile],
         if problem.source not in new.documents and problem.source in plan.old_documents:
             new.keep_old(problem.source)
             problem.reason += "; keeping the previously indexed version"
+    listed = {d.source for d in report.documents}
     for source, prev in plan.old_documents.items():
-        if source not in new.documents and not any(d.source == source for d in report.documents):
+        if source in new.documents or source in listed:
+            continue
+        path = Path(prev.root) / source
+        if inputs.keeps(path) and not inputs.reads(path):
+            # Not read this run (`rag ingest ONE_FILE`): everything else stays as it is.
+            report.documents.append(DocumentChange(source, "unchanged",
+                                                   passages=new.keep_old(source)))
+        else:
+            # Its file disappeared from a folder read now, or its input was forgotten.
             report.documents.append(DocumentChange(source, "removed",
                                                    passages=len(prev.passages)))
     report.documents.sort(key=lambda d: d.source)
@@ -288,8 +282,16 @@ def _collect_file(req: _Request, plan: _Plan, new: _Collection, f: SourceFile) -
     return change
 
 
-def _refuse_incomplete(req: _Request, new: _Collection) -> None:
-    """Stop before writing: --strict with a failed file, or nothing left to index."""
+def _refuse_incomplete(req: _Request, plan: _Plan, new: _Collection) -> None:
+    """Stop before writing: --strict with a failed file, nothing left to index, or more
+    than half of the documents about to go without --yes."""
+    removed = [d.source for d in new.report.documents if d.status == "removed"]
+    before = len(plan.old_documents)
+    if removed and len(removed) * 2 > before and not req.yes and not req.dry_run:
+        shown = ", ".join(removed[:10]) + (" …" if len(removed) > 10 else "")
+        raise IngestError(f"this would remove {len(removed)} of the {before} documents of "
+                          f"{req.index_dir} ({shown}); nothing was written. If that is what "
+                          "you want, run it again with --yes")
     failures = new.report.failures
     if failures and req.strict:
         raise IngestError("--strict: not writing the index because of "
@@ -299,11 +301,12 @@ def _refuse_incomplete(req: _Request, new: _Collection) -> None:
                           + "; ".join(f"{d.source}: {d.reason}" for d in failures))
 
 
-def _nothing_to_write(plan: _Plan, report: IngestReport) -> bool:
+def _nothing_to_write(plan: _Plan, report: IngestReport, inputs: Inputs) -> bool:
     """The live index already is what this run would write."""
     old = plan.old_manifest
     return bool(old and plan.same_setup and plan.same_tokenizer and not report.changed
-                and not report.failures and old.dense and plan.dense_kind == old.dense.kind)
+                and not report.failures and old.dense and plan.dense_kind == old.dense.kind
+                and inputs.recorded == sorted(inputs.before))
 
 
 # --------------------------------------------------------------------------- embed
@@ -360,7 +363,8 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
 
 # --------------------------------------------------------------------------- write
 
-def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors) -> None:
+def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors,
+           inputs: Inputs) -> None:
     old = plan.old_manifest
     manifest = Manifest(
         created=(old.created if old else None) or _now(), updated=_now(),
@@ -368,9 +372,8 @@ def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors) -> N
         tokenizer=plan.tokenizer.info,
         dense=DenseInfo.for_kind(plan.dense_kind),
         splitter=plan.splitter,
-        # What was asked for (a directory or single files), so a bare `rag ingest`
-        # later reads the same inputs and nothing more.
-        inputs=[str(Path(p).absolute()) for p in req.paths],
+        # Every input ever given and not forgotten: a bare `rag ingest` re-reads them.
+        inputs=inputs.recorded,
         documents=new.documents,
         passages=len(new.passages),
     )

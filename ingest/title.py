@@ -76,3 +76,14 @@ def _display_prefix(text: str, n: int) -> str:
         if not c.isspace():
             k += 1
     return "".join(out)
+
+
+def declared_title(titles: dict[str, str], source: str) -> str:
+    """The admin's title for a document: keyed by its path relative to the ingested
+    directory (matched as the end of the path), or by its file name."""
+    source = source.replace("\\", "/")
+    for key, title in titles.items():
+        key = key.strip("/")
+        if source == key or source.endswith("/" + key):
+            return title
+    return titles.get(source.rsplit("/", 1)[-1], "")

@@ -35,36 +35,38 @@ from .common import config, echo_json
 @click.option("--device", help="Device for the embedder (cpu, cuda, mps; default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) if any file cannot be read.")
+@click.option("--forget", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Drop a recorded input (a folder or file that is gone for good) and its "
+                   "documents; repeatable.")
+@click.option("--yes", is_flag=True, help="Go ahead even when more than half of the "
+              "documents would be removed.")
 @click.option("--explain", is_flag=True, help="First show how each document is read (title, "
               "articles found, furniture dropped, warnings), as `rag inspect` does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_tokens,
-           batch_size, dense, device, dry_run, strict, explain, as_json, quiet):
+           batch_size, dense, device, dry_run, strict, forget, yes, explain, as_json, quiet):
     """Build or update an index from regulation files.
 
     PATHS are files or directories (.txt/.md in UTF-8, Shift_JIS or EUC-JP, .html,
-    .pdf, .docx); default: the index's own sources, else [ingest] paths of rag.toml
-    (corpus/). Only changed documents are re-split and only changed passages
-    re-embedded; the new index replaces the old one atomically. Files that cannot be
+    .pdf, .docx). The index records every path it was given: `rag ingest PATH` adds
+    or refreshes PATH and keeps every other document; a bare `rag ingest` re-reads
+    every recorded path (a new index: [ingest] paths of rag.toml, i.e. corpus/). A
+    document is removed only when its file is gone from a folder that is read; a
+    recorded path that is missing is an error (see --forget). Only changed documents
+    are re-split and only changed passages re-embedded; the new index replaces the
+    old one atomically. Files that cannot be
     read are reported by name and skipped (see --strict); .doc and .rtf are listed
     with how to convert them. A `.ragignore` in a directory excludes files (glob
     patterns, one a line; `drafts/` excludes a directory). Titles for documents whose
     pages do not name the regulation: [ingest.titles] in rag.toml.
     """
-    from ingest import store
     from ingest.pipeline import IngestSettings
     from ingest.pipeline import ingest as run_ingest
 
     cfg = config(ctx)
     index_dir = index_dir or Path(cfg.index)
-    if not paths:
-        try:
-            paths = [Path(p) for p in store.read_manifest(index_dir).inputs]
-        except store.IndexStoreError:
-            paths = []
-        paths = [p for p in paths if p.exists()] or [Path(p) for p in cfg.paths]
     settings = IngestSettings(
         embedder=embedder, default_embedder=cfg.embedder,
         query_prefix=pick(query_prefix, cfg.query_prefix),
@@ -73,11 +75,13 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         dense=dense, default_dense=cfg.dense, device=pick(device, cfg.device),
         trust_remote_code=cfg.trust_remote_code, titles=cfg.titles)
     if explain:
-        _explain(paths, cfg.titles, as_json)
+        _explain(paths or _recorded_inputs(index_dir) or [Path(p) for p in cfg.paths],
+                 cfg.titles, as_json)
     progress = not quiet and sys.stderr.isatty()
     log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
     report = run_ingest(list(paths), index_dir, settings, strict=strict, dry_run=dry_run,
-                        progress=progress, log=log)
+                        progress=progress, forget=list(forget), yes=yes,
+                        default_paths=[Path(p) for p in cfg.paths], log=log)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -97,6 +101,14 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
     if report.failures:
         click.echo(click.style(f"{len(report.failures)} file(s) skipped; see above "
                                "(--strict makes this an error)", fg="red"), err=True)
+
+
+def _recorded_inputs(index_dir: Path) -> list[Path]:
+    from ingest import store
+    try:
+        return [Path(p) for p in store.read_manifest(index_dir).inputs if Path(p).exists()]
+    except store.IndexStoreError:
+        return []
 
 
 def _explain(paths, titles: dict[str, str], as_json: bool) -> None:
