@@ -34,16 +34,20 @@ sys.path.insert(0, str(REPO))
 READER = """
 import json, sys
 from pathlib import Path
+from ingest import store
 from rag.retrieve import Retriever
-index, stop, embedder = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+index, stop = Path(sys.argv[1]), Path(sys.argv[2])
+r = Retriever(index, thesaurus=None)
+r.warm("hybrid")                                      # the embedder, once
 searches = errors = 0
 first = None
 while not stop.exists():
     try:
-        r = Retriever(index, thesaurus=None)          # loads the live generation
-        for mode in ("bm25", "dense"):
-            assert r.search("除籍の要件", k=3, mode=mode)
-            searches += 1
+        r.index = store.load_index(index)             # the live generation, every time
+        for query in ("除籍の要件", "休学できる期間"):
+            for mode in ("bm25", "dense", "hybrid"):
+                assert r.search(query, k=3, mode=mode)
+                searches += 1
     except Exception as e:  # noqa: BLE001 - every failure counts
         errors += 1
         first = first or repr(e)[:300]
@@ -70,10 +74,10 @@ def readers_during_reingests(work: Path, embedder: str, readers: int, reingests:
     corpus, index, stop = work / "corpus", work / "idx-readers", work / "stop"
     ingest([corpus], index, IngestSettings(embedder=embedder))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", READER, str(index), str(stop), embedder],
+    procs = [subprocess.Popen([sys.executable, "-c", READER, str(index), str(stop)],
                               stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(readers)]
-    time.sleep(5)                      # let every reader load its models first
+    time.sleep(10)                     # let every reader load its models first
     started = time.perf_counter()
     for n in range(reingests):
         _edit(corpus, n)
