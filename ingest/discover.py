@@ -40,16 +40,30 @@ def discover(paths: list[Path], bases: dict[Path, Path] | None = None,
             suffix = given.suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
                 reason = CONVERTIBLE.get(suffix) or f"unsupported file type {given.suffix!r}"
-                problems.append(DocumentChange(given.name, "failed", reason=reason))
+                problems.append(DocumentChange(given.name, "skipped", reason=reason))
                 continue
             candidates = [given.absolute()]
+        elif not given.is_dir():
+            problems.append(DocumentChange(given.name, "skipped", reason=(
+                "not a regular file (a pipe, socket or device)")))
+            continue
         else:
             # Real files before symlinks, so a link to a file in the tree is the duplicate.
             candidates = sorted(_walk(given.absolute()), key=lambda p: (p.is_symlink(), p))
         for path in candidates:
             rel = Path(os.path.relpath(path, rel_to)).as_posix()
+            if not path.is_symlink() and not path.is_file():
+                # A FIFO would block the read forever; a socket or device is no document.
+                problems.append(DocumentChange(rel, "skipped", reason=(
+                    "not a regular file (a pipe, socket or device)")))
+                continue
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES | set(CONVERTIBLE):
+                problems.append(DocumentChange(rel, "skipped", reason=(
+                    f"unsupported file type {path.suffix or '(no extension)'!r}; supported: "
+                    f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")))
+                continue
             if path.suffix.lower() in CONVERTIBLE:     # a Word .doc among the rules: say so
-                problems.append(DocumentChange(rel, "failed",
+                problems.append(DocumentChange(rel, "skipped",
                                                reason=CONVERTIBLE[path.suffix.lower()]))
                 continue
             if path.is_symlink():
@@ -73,7 +87,7 @@ IGNORE_FILE = ".ragignore"
 
 
 def _walk(top: Path):
-    """Documents under `top` (and files to report as convertible), skipping hidden ones
+    """Files under `top` (documents, and the rest to report), skipping hidden ones
     and what a `.ragignore` in a directory excludes (glob patterns relative to that
     directory, one a line; `name/` excludes a directory)."""
     rules: list[tuple[Path, list[str]]] = []
@@ -84,9 +98,8 @@ def _walk(top: Path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and not _ignored(here / d, True, rules))
         for name in sorted(filenames):
-            suffix = Path(name).suffix.lower()
-            if (not name.startswith(".") and (suffix in SUPPORTED_SUFFIXES or suffix in CONVERTIBLE)
-                    and not _ignored(here / name, False, rules)):
+            # Every visible file that is not excluded: unsupported ones are reported.
+            if not name.startswith(".") and not _ignored(here / name, False, rules):
                 yield here / name
 
 

@@ -14,7 +14,9 @@ class IngestError(RagError):
 @dataclass
 class DocumentChange:
     source: str
-    status: str                     # added | changed | removed | unchanged | failed
+    # added | changed | removed | unchanged | failed (a document that could not be read)
+    # | skipped (a file that is not a document: unsupported type, .doc to convert, a pipe)
+    status: str
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -22,7 +24,7 @@ class DocumentChange:
     passages: int = 0
 
     def describe(self) -> str:
-        if self.status == "failed":
+        if self.status in ("failed", "skipped"):
             return f"{self.source}: skipped: {self.reason}"
         if self.status in ("added", "removed", "unchanged"):
             return f"{self.source}: {self.status} ({self.passages} passages)"
@@ -51,7 +53,11 @@ class IngestReport:
 
     @property
     def changed(self) -> bool:
-        return any(d.status not in ("unchanged", "failed") for d in self.documents)
+        return any(d.status not in ("unchanged", "failed", "skipped") for d in self.documents)
+
+    @property
+    def skipped(self) -> list[DocumentChange]:
+        return [d for d in self.documents if d.status == "skipped"]
 
     def to_dict(self) -> dict:
         return {"index": self.index, "dry_run": self.dry_run, "written": self.written,

@@ -116,6 +116,8 @@ class Answerer:
 
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
             on_text: Callable[[str], None] | None = None) -> Answer:
+        if not question.strip():
+            raise AnswerError("the question is empty")
         timings: dict = {"model_load_s": self.generator.load_s}
         history = self.fit_history(question, history)
         if retrieval and self.retriever is None:

@@ -103,6 +103,12 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("k", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}: {key} must be a positive integer")
+    if cfg.min_score is not None and not -1 <= cfg.min_score <= 1:
+        raise ConfigError(f"{where}: min_score is a cosine similarity, between -1 and 1, not "
+                          f"{cfg.min_score!r}")
+    if cfg.temperature < 0 or cfg.max_new_tokens < 1:
+        raise ConfigError(f"{where}: temperature must be 0 or more and max_new_tokens at "
+                          "least 1")
     if any(not v.strip() for v in cfg.titles.values()):
         raise ConfigError(f"{where}: [ingest.titles] has an empty title")
 

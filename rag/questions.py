@@ -36,7 +36,7 @@ def load_questions(path: str | Path) -> list[Question]:
     out: list[Question] = []
     seen: dict[str, int] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise QuestionSetError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
     except OSError as e:
@@ -92,7 +92,7 @@ def read_queries(path: str | Path) -> list[dict]:
     whose objects have a `question` (and maybe an `id`), such as a question set."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise QuestionSetError(f"{path}: not UTF-8 text (byte {e.start}); save the "
                                "questions as UTF-8") from None

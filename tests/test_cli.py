@@ -239,3 +239,21 @@ def test_errors_are_reported_once_without_a_traceback(tmp_path):
     r = run("finetune", "train", "--config", bad, "--data", "x.jsonl")
     assert r.exit_code == 1 and "lr" in r.output and "Traceback" not in r.output
     assert r.output.startswith("Error: ")
+
+
+@pytest.mark.parametrize("args,error", [
+    (["search", "   "], "the question is empty"),
+    (["ask", "--min-score", "1.5", "x"], "1.5 is not in the range"),
+])
+def test_empty_questions_and_out_of_range_settings_are_refused(corpus_index, args, error):
+    r = run(*args[:1], "--index", corpus_index, *args[1:])
+    assert r.exit_code == 2 and error in r.output
+
+
+def test_a_config_with_a_byte_order_mark_and_a_bad_min_score(tmp_path, corpus_index):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + f'index = "{corpus_index}"\n'.encode())
+    assert run("--config", cfg, "search", "除籍", "--json").exit_code == 0
+    cfg.write_text('[generate]\nmin_score = 1.5\n', encoding="utf-8")
+    r = run("--config", cfg, "search", "除籍")
+    assert r.exit_code == 1 and "min_score is a cosine similarity" in r.output

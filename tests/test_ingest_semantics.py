@@ -36,12 +36,14 @@ def test_ingesting_one_edited_file_keeps_every_other_document(corpus_copy, tmp_p
     _edit(corpus_copy / "学則.txt", "除籍する", "除籍するものとする")
     report = ingest([corpus_copy / "学則.txt"], index, _settings(tiny_embedder))
     assert _sources(index) == everything
-    changed = {d.source: d.status for d in report.documents if d.status != "unchanged"}
+    changed = {d.source: d.status for d in report.documents
+               if d.status not in ("unchanged", "skipped")}
     assert changed == {"学則.txt": "changed"}
     assert store.read_manifest(index).inputs == [str(corpus_copy)]
     # A bare ingest re-reads the recorded folder: nothing left to do.
     again = ingest([], index, _settings(tiny_embedder))
-    assert not again.written and len(again.documents) == len(everything)
+    assert not again.written
+    assert len([d for d in again.documents if d.status == "unchanged"]) == len(everything)
 
 
 def test_a_new_path_is_added_to_the_recorded_inputs(corpus_copy, tmp_path, tiny_embedder):
@@ -117,6 +119,18 @@ def test_an_index_path_that_is_a_file_is_a_clear_error(corpus_copy, tmp_path, ti
                            obj={}, env={"RAG_INDEX": str(not_a_dir)})
     assert r.exit_code == 1 and "is not a directory" in r.output
     assert "Traceback" not in r.output
+
+
+def test_pipes_and_other_special_files_are_skipped_with_a_reason(corpus_copy, tmp_path,
+                                                                 tiny_embedder):
+    import os
+    os.mkfifo(corpus_copy / "規程.txt")            # reading it would block forever
+    (corpus_copy / "memo").write_text("x", encoding="utf-8")
+    report = ingest([corpus_copy], tmp_path / "idx", _settings(tiny_embedder))
+    reasons = {d.source: d.reason for d in report.skipped}
+    assert "not a regular file" in reasons["規程.txt"]
+    assert "unsupported file type '(no extension)'" in reasons["memo"]
+    assert report.written and not report.failures
 
 
 def test_leftovers_of_a_killed_run_go_even_when_nothing_changed(corpus_copy, tmp_path,

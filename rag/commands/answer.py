@@ -29,7 +29,8 @@ def generation_options(f):
                      "tokens [config: generate.max_new_tokens; default 256]."),
         click.option("--temperature", type=click.FloatRange(0), help="0 = greedy, "
                      "reproducible (default); above 0 samples."),
-        click.option("--min-score", type=float, help="Abstain when the best passage's dense "
+        click.option("--min-score", type=click.FloatRange(-1, 1), help="Abstain when the best "
+                     "passage's dense "
                      "similarity is below this [config: generate.min_score; default: never]."),
         click.option("--device", help="cuda, cuda:1, mps or cpu (default: automatic)."),
         click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),

@@ -89,13 +89,15 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         if doc.status == "unchanged":
             continue
         color = {"failed": "red", "removed": "yellow", "added": "green"}.get(doc.status)
-        click.echo(click.style(doc.describe(), fg=color), err=doc.status == "failed")
+        click.echo(click.style(doc.describe(), fg=color, dim=doc.status == "skipped"),
+                   err=doc.status in ("failed", "skipped"))
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     unchanged = sum(d.status == "unchanged" for d in report.documents)
     verb = "would index" if dry_run else ("indexed" if report.written else "up to date:")
     click.echo(f"{verb} {report.passages} passages from "
-               f"{len(report.documents) - len(report.failures)} documents into {index_dir} "
+               f"{len(report.documents) - len(report.failures) - len(report.skipped)} documents "
+               f"into {index_dir} "
                f"({unchanged} unchanged, {report.embedded} passages embedded, "
                f"{report.reused} reused, {report.seconds:.1f}s)")
     if report.failures:
@@ -213,6 +215,8 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
     """Find the passages of the regulations that answer QUESTION."""
     if bool(question) == bool(queries_file):
         raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
+    if question is not None and not question.strip():
+        raise click.UsageError("the question is empty")
     cfg = config(ctx)
     from ..questions import read_queries
 
