@@ -39,6 +39,8 @@ class EvalSettings:
     max_new_tokens: int = 256
     retrieval_only: bool = False
     shard: tuple[int, int] = (0, 1)
+    model: str | None = None          # the generator (recorded; None when retrieval only)
+    overwrite: bool = False           # start over in an --out that holds another run
 
     def __post_init__(self):
         if not self.conditions:
@@ -100,10 +102,16 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     meta = _meta(questions_path, retriever, settings)
+    if settings.overwrite:
+        for name in ("eval.json", "results.jsonl", "results.csv", "summary.json", "report.md",
+                     "chart.png"):
+            (out / name).unlink(missing_ok=True)
     _check_same_run(out, meta)
     _drop_partial_line(results)
     done = {_key(r) for r in _read_rows(results)}
     started = time.perf_counter()
+    # Each row says what produced it, so rows of different runs can never pass as one.
+    ident = {k: meta.get(k) for k in ("model", "index_generation", "embedder")}
     with results.open("a", encoding="utf-8") as sink:
         if settings.retrieval_only:
             modes = [c for c in settings.conditions if c != "none"] or ["bm25", "dense", "hybrid"]
@@ -112,7 +120,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
                 hits = retriever.search_many([q.question for q in todo], k=settings.k,
                                              mode=mode) if todo else []
                 for q, h in zip(todo, hits):
-                    _write(sink, _retrieval_row(q, "retrieval", mode, h, settings.k))
+                    _write(sink, {**_retrieval_row(q, "retrieval", mode, h, settings.k), **ident})
                     done.add(("retrieval", mode, q.id))
         else:
             for adapter, variant in zip(settings.adapters, variants):
@@ -130,7 +138,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
                         batch = todo[start:start + settings.batch_size]
                         for row in _answer_batch(answerer, retriever, batch, variant,
                                                  condition, settings):
-                            _write(sink, row)
+                            _write(sink, {**row, **ident, "adapter": adapter})
                             done.add(_key(row))
                         sink.flush()
                         bar.update(len(batch))
@@ -192,19 +200,25 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
     digest = hashlib.sha256(Path(questions_path).read_bytes()).hexdigest()[:16]
     meta = {"questions": str(questions_path), "questions_sha256": digest, "k": settings.k,
             "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
-            "shard": list(settings.shard)}
+            "shard": list(settings.shard),
+            "model": None if settings.retrieval_only else settings.model,
+            "adapters": [] if settings.retrieval_only else list(settings.adapters)}
     if retriever is not None:
         m = retriever.index.manifest
         meta["index"] = {"path": str(retriever.index_dir), "updated": m.updated,
                          "embedder": m.embedder.name,
                          "embedder_revision": m.embedder.revision,
                          "passages": m.passages}
+        meta["index_generation"] = retriever.index.path.name
+        meta["embedder"] = m.embedder.name
+        meta["embedder_revision"] = m.embedder.revision
         meta["bm25_weight"] = retriever.bm25_weight
     return meta
 
 
 # What must not change between an interrupted run and its continuation, or between shards.
-_SAME = ("questions_sha256", "k", "max_new_tokens", "bm25_weight")
+_SAME = ("questions_sha256", "k", "max_new_tokens", "bm25_weight", "model", "adapters",
+         "index_generation", "embedder", "embedder_revision")
 
 
 def _check_same_run(out: Path, meta: dict) -> None:
@@ -220,7 +234,8 @@ def _check_same_run(out: Path, meta: dict) -> None:
         if changed:
             raise EvalError(f"{out} holds a run with other settings ({', '.join(changed)}: "
                             f"{[before.get(k) for k in changed]} vs "
-                            f"{[meta.get(k) for k in changed]}); use another --out")
+                            f"{[meta.get(k) for k in changed]}); use another --out, or "
+                            "--overwrite to start it over")
     else:
         path.write_text(json.dumps({k: meta.get(k) for k in _SAME + ("shard",)}) + "\n",
                         "utf-8")

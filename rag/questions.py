@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,10 +63,18 @@ def load_questions(path: str | Path) -> list[Question]:
         if qtype not in TYPES:
             raise QuestionSetError(f"{where}: field 'type' is {qtype!r}, not one of "
                                    f"{', '.join(TYPES)}")
+        if not isinstance(obj.get("answer", ""), str):
+            raise QuestionSetError(f"{where}: field 'answer' must be a string, not "
+                                   f"{obj['answer']!r}")
+        if not isinstance(obj.get("gold") or [], list):
+            raise QuestionSetError(f"{where}: field 'gold' must be a list of "
+                                   '{"file", "article"} objects')
         gold = []
         for i, g in enumerate(obj.get("gold") or []):
-            if not isinstance(g, dict) or not g.get("file") or not g.get("article"):
-                raise QuestionSetError(f"{where}: gold[{i}] needs 'file' and 'article'")
+            if not isinstance(g, dict) or not isinstance(g.get("file"), str) or not isinstance(
+                    g.get("article"), str) or not g["file"] or not g["article"]:
+                raise QuestionSetError(f"{where}: gold[{i}] needs 'file' and 'article' strings, "
+                                       '{"file": "学則.txt", "article": "第42条"}')
             gold.append(Gold(g["file"], g["article"]))
         must = obj.get("must_include") or []
         if not isinstance(must, list) or not all(isinstance(m, str) for m in must):
@@ -84,7 +93,33 @@ def check_gold(questions: list[Question], passages, path: str | Path) -> None:
         for g in q.gold:
             if (g.file, g.article) not in have:
                 raise QuestionSetError(f"{path}:{q.line}: gold article {g.file} {g.article} "
-                                       f"of {q.id!r} is not in the index (field 'gold')")
+                                       f"of {q.id!r} is not in the index (field 'gold')"
+                                       + _gold_hint(g, have))
+
+
+def _gold_hint(g: Gold, have: set[tuple[str, str]]) -> str:
+    """What the gold entry probably meant: 第４２条 -> 第42条, corpus/学則.txt -> 学則.txt."""
+    from ingest.japanese import NUMBER, article_label, nfkc, parse_number
+
+    sources = {s for s, _ in have}
+    file = g.file
+    if file not in sources:
+        near = [s for s in sources if file.endswith("/" + s) or s.endswith("/" + file)
+                or s.rsplit("/", 1)[-1] == file.rsplit("/", 1)[-1]]
+        if len(near) == 1:
+            file = near[0]
+        else:
+            return ("; files are named by their path relative to the ingested folder, e.g. "
+                    + ", ".join(sorted(sources)[:3]))
+    article = nfkc(g.article).replace(" ", "")
+    m = re.fullmatch(rf"(附則)?第({NUMBER})条(?:の({NUMBER}))?", article)
+    if m:
+        article = (m.group(1) or "") + article_label(
+            parse_number(m.group(2)), parse_number(m.group(3)) if m.group(3) else None)
+    if (file, article) in have and (file, article) != (g.file, g.article):
+        return f'; did you mean {{"file": "{file}", "article": "{article}"}}?'
+    labels = sorted(a for s, a in have if s == file and a)[:5]
+    return f"; {file} has articles such as {', '.join(labels)}" if labels else ""
 
 
 def read_queries(path: str | Path) -> list[dict]:

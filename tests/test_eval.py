@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import CORPUS
 from rag import metrics
 from rag.evaluate import EvalError, EvalSettings, merge, run
-from rag.questions import Gold, QuestionSetError, load_questions
+from rag.questions import Gold, QuestionSetError, check_gold, load_questions
 
 TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程",
           "免除規程.html": "東雲大学授業料等の免除及び徴収猶予に関する規程",
@@ -213,6 +213,37 @@ def test_a_cut_line_and_changed_settings_on_resume(small_set, tmp_path, retrieve
     (out / "eval.json").write_text('{"k": 5', "utf-8")           # a half-written file
     with pytest.raises(EvalError, match="eval.json is damaged"):
         run(small_set, out, settings, retriever=retriever)
+
+
+def test_a_run_records_what_made_it_and_refuses_to_mix(small_set, tmp_path, retriever,
+                                                        answerer_factory):
+    out = tmp_path / "out"
+    settings = EvalSettings(conditions=["none"], batch_size=4, max_new_tokens=8, model="m-1")
+    summary = run(small_set, out, settings, retriever=retriever, make_answerer=answerer_factory)
+    generation = retriever.index.path.name
+    assert summary["settings"]["model"] == "m-1"
+    assert summary["settings"]["index_generation"] == generation
+    assert all(r["model"] == "m-1" and r["index_generation"] == generation and "adapter" in r
+               for r in _rows(out))
+    other = EvalSettings(conditions=["none"], batch_size=4, max_new_tokens=8, model="m-2")
+    with pytest.raises(EvalError, match="model.*--overwrite"):
+        run(small_set, out, other, retriever=retriever, make_answerer=answerer_factory)
+    other.overwrite = True
+    summary = run(small_set, out, other, retriever=retriever, make_answerer=answerer_factory)
+    assert {r["model"] for r in _rows(out)} == {"m-2"}
+
+
+def test_question_fields_are_type_checked_with_hints(tmp_path, retriever):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": "a", "question": "q", "answer": 5}\n', encoding="utf-8")
+    with pytest.raises(QuestionSetError, match="field 'answer' must be a string"):
+        load_questions(f)
+    f.write_bytes("\ufeff".encode() + '{"id": "a", "question": "除籍は？", "gold": '
+                  '[{"file": "corpus/学則.txt", "article": "第４２条"}]}\n'.encode())
+    qs = load_questions(f)                                  # a BOM is fine
+    with pytest.raises(QuestionSetError, match='did you mean {"file": "学則.txt", '
+                                               '"article": "第42条"}'):
+        check_gold(qs, retriever.passages, f)
 
 
 def test_question_set_not_utf8_is_named(tmp_path):

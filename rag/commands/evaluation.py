@@ -50,10 +50,13 @@ def eval():  # noqa: A001 - the command is called eval
 @click.option("--shard", default="0/1", show_default=True, help="Evaluate every n-th question "
               "starting at i (i/n), e.g. for Slurm array jobs; combine with `rag eval merge`.")
 @click.option("--device", help="Generator device (default: automatic).")
+@click.option("--overwrite", is_flag=True, help="Start over in an --out that holds a run "
+              "with other settings (model, adapters, index, questions, ...) instead of "
+              "refusing to mix them.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @click.pass_context
 def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, model, adapters,
-             k, batch_size, max_new_tokens, shard, device, as_json):
+             k, batch_size, max_new_tokens, shard, device, overwrite, as_json):
     """Answer every question in each condition and write the report."""
     from ..evaluate import EvalSettings, parse_shard, run
 
@@ -64,7 +67,8 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
         max_new_tokens=pick(max_new_tokens, cfg.max_new_tokens), retrieval_only=retrieval_only,
         shard=parse_shard(shard),
         adapters=[None if a in ("none", "base") else a for a in adapters] or [
-            configured_adapter(cfg)])
+            configured_adapter(cfg)],
+        model=pick(model, cfg.model), overwrite=overwrite)
     retriever = None
     if retrieval_only or any(c != "none" for c in settings.conditions):
         dense = any(c in ("dense", "hybrid") for c in settings.conditions) or retrieval_only
