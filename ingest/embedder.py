@@ -92,6 +92,7 @@ class Embedder:
         except (ValueError, RuntimeError, AssertionError, KeyError) as e:
             raise EmbedderError(f"cannot load embedder {name!r} on device {device or 'auto'}: "
                                 f"{e}") from None
+        _refuse_a_language_model(self.model, name)
         use_shape_agnostic_attention(str(self.model.device))   # every batch has a new width
         # The model's own declared prompts first, then the known families by name.
         prompts = getattr(self.model, "prompts", None) or {}
@@ -159,3 +160,16 @@ class LazyEmbedder:
                                    batch_size=s.batch_size,
                                    trust_remote_code=s.trust_remote_code)
         return self._model
+
+
+def _refuse_a_language_model(model, name: str) -> None:
+    """A causal LM given as the embedder loads (mean pooling over any transformer) and
+    gives useless vectors: refuse it by what its config says it is."""
+    first = model[0] if len(model) else None
+    config = getattr(getattr(first, "auto_model", None), "config", None)
+    archs = getattr(config, "architectures", None) or []
+    if getattr(config, "is_decoder", False) or any(
+            a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise EmbedderError(f"{name!r} is a language model ({', '.join(archs) or 'a decoder'}), "
+                            "not a sentence encoder; give a sentence-transformers model such as "
+                            f"{DEFAULT_EMBEDDER} (the generator is set with --model)")

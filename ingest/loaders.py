@@ -148,7 +148,8 @@ def _decode(data: bytes) -> tuple[str, str]:
             continue
         candidates.append((looks_japanese(text), enc, text))
     if not candidates:
-        raise LoadError("cannot decode as UTF-8, Shift_JIS/CP932 or EUC-JP")
+        raise LoadError("cannot decode as UTF-8, Shift_JIS/CP932 or EUC-JP"
+                        + _first_bad_line(data))
     # Both legacy codecs may accept the same bytes; the right one yields Japanese,
     # the wrong one mostly half-width katakana and rare symbols.
     score, enc, text = max(candidates, key=lambda c: c[0])
@@ -156,6 +157,27 @@ def _decode(data: bytes) -> tuple[str, str]:
         raise LoadError("decoded text does not look like Japanese or any known text "
                         f"(best guess {enc}); is this a binary file?")
     return text, enc
+
+
+def _first_bad_line(data: bytes) -> str:
+    """Where a file that mixes encodings stops being UTF-8 (most of it being UTF-8)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        good = sum(1 for ln in data.split(b"\n") if _utf8(ln))
+        if good * 2 >= data.count(b"\n") + 1:
+            return (f": line {line} (byte {e.start}) is not UTF-8 while most lines are; the "
+                    "file mixes encodings (save it again as UTF-8)")
+    return ""
+
+
+def _utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _markdown_title(text: str) -> str:

@@ -27,8 +27,9 @@ import numpy as np
 
 from . import store
 from .discover import IGNORE_FILE, SourceFile, discover
-from .inputs import Inputs, resolve_inputs
 from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
+from .estimate import estimate
+from .inputs import Inputs, resolve_inputs
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .report import DocumentChange, IngestError, IngestReport
@@ -81,7 +82,12 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
         report = new.report
         _refuse_incomplete(req, plan, new)
         report.passages = len(new.passages)
-        if dry_run or _nothing_to_write(plan, report, inputs):
+        if dry_run:
+            report.embedded, notes = estimate(new.passages, plan.old.passages if plan.old and
+                                              plan.same_setup else [], plan.embedder.get)
+            report.reused = len(new.passages) - report.embedded
+            report.notes += notes
+        elif _nothing_to_write(plan, report, inputs):
             report.reused = len(new.passages)
         else:
             vectors = _embed(req, plan, new.passages)

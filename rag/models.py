@@ -58,6 +58,14 @@ def load_causal_lm(name: str, *, device: str, dtype, trust_remote_code: bool = F
     except (ValueError, RuntimeError, EOFError, SafetensorError) as e:
         raise ModelError(f"cannot load {what} {name!r}: its files are damaged or "
                          f"not a causal language model ({str(e)[:300]})") from None
+    archs = getattr(model.config, "architectures", None) or []
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"))
+                         for a in archs):
+        # A sentence encoder (BertModel) would load as a BERT language-model head and
+        # generate noise: refuse it by what its config says it is.
+        raise ModelError(f"{name!r} is a {', '.join(archs)}, not a causal language model; "
+                         f"give a generator such as {DEFAULT_GENERATOR} (the embedder is set "
+                         "with --embedder)")
     use_shape_agnostic_attention(device)
     return model
 

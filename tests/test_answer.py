@@ -379,3 +379,12 @@ def test_history_is_bounded_by_the_window(generator, retriever):
     long = [Turn("除籍の要件は？" * 20, "第42条です。" * 20) for _ in range(30)]
     kept = answerer.fit_history("では休学中は？", long)
     assert 0 < len(kept) < 30 and kept == long[-len(kept):]
+
+
+def test_models_of_the_wrong_kind_are_refused(tiny_generator, tiny_embedder, tmp_path):
+    """A sentence encoder given as the generator, a causal LM given as the embedder."""
+    from ingest.embedder import Embedder, EmbedderError
+    with pytest.raises(GeneratorError, match="not a causal language model"):
+        TransformersGenerator(str(tiny_embedder))
+    with pytest.raises(EmbedderError, match="is a language model .*not a sentence encoder"):
+        Embedder(str(tiny_generator))

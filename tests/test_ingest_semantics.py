@@ -178,3 +178,14 @@ def test_readers_are_never_broken_by_a_swap(corpus_copy, tmp_path, tiny_embedder
     results = [json.loads(p.communicate(timeout=120)[0]) for p in readers]
     assert all(r["errors"] == 0 for r in results), results
     assert all(r["loads"] > 0 for r in results)
+
+
+def test_dry_run_counts_what_it_would_embed(corpus_copy, tmp_path, tiny_embedder):
+    index = tmp_path / "idx"
+    report = ingest([corpus_copy], index, _settings(tiny_embedder), dry_run=True)
+    assert report.embedded == report.passages > 80 and not report.written
+    assert any(n.startswith("would embed") for n in report.notes)
+    ingest([corpus_copy], index, _settings(tiny_embedder))
+    _edit(corpus_copy / "学則.txt", "除籍する", "除籍するものとする")
+    report = ingest([corpus_copy], index, _settings(tiny_embedder), dry_run=True)
+    assert 0 < report.embedded < 5 and report.reused == report.passages - report.embedded

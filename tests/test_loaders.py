@@ -263,3 +263,11 @@ def test_doc_and_rtf_in_a_directory_are_listed_with_how_to_convert(tmp_path):
     reasons = {p.source: p.reason for p in problems}
     assert set(reasons) == {"旧規程.doc", "細則.rtf"}
     assert "libreoffice --headless --convert-to docx" in reasons["旧規程.doc"]
+
+
+def test_a_file_mixing_encodings_names_the_first_bad_line(tmp_path):
+    f = tmp_path / "規程.txt"
+    f.write_bytes(("第1条 本学は大学とする。\n" * 5).encode() + "第2条 休学は一年以内とする。\n".encode(
+        "cp932") + ("第3条 除籍する。\n" * 3).encode())
+    with pytest.raises(LoadError, match="line 6 .* is not UTF-8 while most lines are"):
+        load_document(f)

@@ -98,7 +98,8 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
     click.echo(f"{verb} {report.passages} passages from "
                f"{len(report.documents) - len(report.failures) - len(report.skipped)} documents "
                f"into {index_dir} "
-               f"({unchanged} unchanged, {report.embedded} passages embedded, "
+               f"({unchanged} unchanged, {report.embedded} passages "
+               f"{'to embed' if dry_run else 'embedded'}, "
                f"{report.reused} reused, {report.seconds:.1f}s)")
     if report.failures:
         click.echo(click.style(f"{len(report.failures)} file(s) skipped; see above "
