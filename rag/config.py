@@ -68,6 +68,11 @@ class Config:
         "Abstain when the best passage's dense similarity is below this."))
     gen_device: str | None = setting(None, section="generate", key="device",
                                      help="Device of the generator (default: automatic).")
+    backend: str = setting("auto", section="generate", help=(
+        "transformers, ctranslate2 (a directory made by `rag models export --to ct2`), or "
+        "auto: ctranslate2 for such a directory, else transformers."))
+    threads: int = setting(0, section="generate", help=(
+        "CPU threads of the CTranslate2 backend (0: its default)."))
     gen_trust_remote_code: bool = setting(False, section="generate", key="trust_remote_code",
                                           help="Run the generator repository's own code.")
     source: str = field(default="defaults", metadata={"internal": True})   # the file read
@@ -103,6 +108,11 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("k", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}: {key} must be a positive integer")
+    if cfg.backend not in ("auto", "transformers", "ctranslate2"):
+        raise ConfigError(f"{where}: backend must be auto, transformers or ctranslate2, not "
+                          f"{cfg.backend!r}")
+    if cfg.threads < 0:
+        raise ConfigError(f"{where}: threads must be 0 or more")
     if cfg.min_score is not None and not -1 <= cfg.min_score <= 1:
         raise ConfigError(f"{where}: min_score is a cosine similarity, between -1 and 1, not "
                           f"{cfg.min_score!r}")

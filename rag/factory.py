@@ -88,11 +88,23 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
                     log: Log = lambda s: None) -> Generator:
     """The generator (+ adapter). With an adapter and no model: the model the adapter
     was trained on. `max_new_tokens` must leave room for a question and its context."""
+    from .ct2 import CT2Generator, is_export
     from .generate import TransformersGenerator
     from .models import base_model_for
 
-    adapter = resolve_adapter(cfg, opts, log)
     model = opts.model
+    if cfg.backend == "ctranslate2" or (cfg.backend == "auto" and is_export(
+            model or cfg.model)):
+        # An export carries its adapter merged in; a configured adapter does not apply.
+        if opts.adapter:
+            raise ModelError(f"{model or cfg.model} is a CTranslate2 export: its adapter was "
+                             "merged when it was exported (`rag models export --adapter`)")
+        log(f"loading {model or cfg.model} (CTranslate2)")
+        generator = CT2Generator(model or cfg.model, device=pick(opts.device, cfg.gen_device),
+                                 threads=cfg.threads)
+        _check_room(generator, max_new_tokens)
+        return generator
+    adapter = resolve_adapter(cfg, opts, log)
     if model is None:
         model = base_model_for(adapter, cfg.model) if adapter else cfg.model
     log(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
@@ -101,11 +113,15 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
         dtype=pick(opts.dtype, cfg.dtype),
         trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code),
         allow_pickle=pick(opts.allow_pickle, cfg.allow_pickle))
+    _check_room(generator, max_new_tokens)
+    return generator
+
+
+def _check_room(generator: Generator, max_new_tokens: int) -> None:
     if max_new_tokens >= generator.context_window // 2:
         raise ModelError(
             f"--max-new-tokens {max_new_tokens} leaves too little of {generator.name}'s "
             f"{generator.context_window}-token window for the question and its context")
-    return generator
 
 
 def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,

@@ -8,7 +8,7 @@ from .common import config, echo_json
 
 @click.group()
 def models():
-    """Fetch models for offline use (cluster nodes often have no internet)."""
+    """Fetch models for offline use (download) and convert them for other engines (export)."""
 
 
 @models.command("download")
@@ -39,3 +39,26 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
             click.echo(f"{name}: {path}")
 
 
+@models.command("export")
+@click.argument("model")
+@click.option("--to", "engine", type=click.Choice(["ct2"]), default="ct2", show_default=True,
+              help="The engine to export for: CTranslate2.")
+@click.option("--adapter", help="A LoRA adapter to merge into MODEL first.")
+@click.option("--quantization", type=click.Choice(["int8", "int8_float16", "int8_bfloat16",
+                                                   "float16", "bfloat16", "float32"]),
+              default="int8", show_default=True,
+              help="Weights: int8 for CPUs, int8_float16 or float16 for GPUs, float32 exact.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write; use it as `rag ask --model DIR`.")
+@click.pass_context
+def models_export(ctx, model, engine, adapter, quantization, out_dir):
+    """Convert MODEL (Hugging Face id or local path; with --adapter, merged first) for
+    CTranslate2, which answers several times faster on a CPU in int8. The tokenizer and
+    a record of what was exported go beside the weights."""
+    from ..ct2 import export
+
+    cfg = config(ctx)
+    path = export(model, out_dir, quantization=quantization, adapter=adapter,
+                  allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.gen_trust_remote_code,
+                  log=lambda s: click.echo(s, err=True))
+    click.echo(f"exported: {path} (use it as `rag ask --model {path}`)")

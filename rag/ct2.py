@@ -1,0 +1,204 @@
+"""The CTranslate2 implementation of the generator interface, and the export to it.
+
+CTranslate2 (PyPI `ctranslate2`) runs the same causal LMs several times faster on a CPU
+in int8, and fast on GPUs. `export()` converts a transformers model (an adapter is
+merged into its base first) with CTranslate2's own converter and writes, beside the
+weights, the tokenizer and `rag-export.json` (what was exported: base, adapter,
+quantization, context window, prompt format). `CT2Generator` loads such a directory:
+`rag ask --model DIR` detects it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .generator import Generation, GenerationOptions, Generator
+from .models import ModelError, load_tokenizer
+from .prompt import PROMPT_VERSION
+
+RECORD = "rag-export.json"
+QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16",
+                 "bfloat16", "float32")
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    return (Path(path) / RECORD).is_file() and (Path(path) / "model.bin").is_file()
+
+
+# --------------------------------------------------------------------------- export
+
+def export(model: str, out: str | os.PathLike, *, quantization: str = "int8",
+           adapter: str | None = None, allow_pickle: bool = True,
+           trust_remote_code: bool = False, log=lambda s: None) -> Path:
+    """Convert `model` (+ `adapter`, merged first) to a CTranslate2 directory."""
+    import ctranslate2.converters as converters
+
+    if quantization not in QUANTIZATIONS:
+        raise ModelError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="rag-export-") as tmp:
+        source = model
+        if adapter:
+            from .models import merge_adapter
+            log(f"merging {adapter} into {model}")
+            source = str(merge_adapter(adapter, Path(tmp) / "merged", model=model,
+                                       allow_pickle=allow_pickle))
+        log(f"converting {source} ({quantization})")
+        converter = _converter(converters)(source, load_as_float16=False,
+                                           trust_remote_code=trust_remote_code)
+        try:
+            converter.convert(str(out), quantization=quantization, force=True)
+        except (ValueError, NotImplementedError, KeyError, OSError) as e:
+            raise ModelError(f"cannot export {source!r} to CTranslate2: {e}") from None
+        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        tokenizer.save_pretrained(out)
+        window = _window(source)
+    record = {"engine": "ctranslate2", "base": model, "adapter": adapter,
+              "quantization": quantization, "context_window": window,
+              "prompt_version": PROMPT_VERSION,
+              "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+              "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (out / RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    return out
+
+
+def _converter(converters):
+    class Converter(converters.TransformersConverter):
+        """transformers 5 keeps GPT-NeoX's rotary share in `rope_parameters` and calls its
+        output layer `lm_head`, where CTranslate2 4.x reads `config.rotary_pct` and
+        `embed_out`: give it those names before converting."""
+
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            model = super().load_model(model_class, model_name_or_path, **kwargs)
+            config = model.config
+            if config.model_type == "gpt_neox":
+                if "rotary_pct" not in config.__dict__:
+                    rope = getattr(config, "rope_parameters", None) or {}
+                    config.rotary_pct = float(rope.get("partial_rotary_factor", 1.0))
+                if not hasattr(model, "embed_out") and hasattr(model, "lm_head"):
+                    model.embed_out = model.lm_head
+            return model
+
+    return Converter
+
+
+def _window(source: str) -> int:
+    cfg = json.loads((Path(source) / "config.json").read_text("utf-8")) if (
+        Path(source) / "config.json").is_file() else {}
+    return int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
+
+
+# --------------------------------------------------------------------------- generate
+
+class CT2Generator(Generator):
+    """A model exported by `rag models export --to ct2`, on CPU or CUDA."""
+
+    def __init__(self, path: str | os.PathLike, *, device: str | None = None,
+                 threads: int = 0):
+        import ctranslate2
+
+        super().__init__()
+        started = time.perf_counter()
+        path = Path(path)
+        if not is_export(path):
+            raise ModelError(f"{path} is not a CTranslate2 export of this project (no "
+                             f"model.bin and {RECORD}); make one with `rag models export`")
+        try:
+            self.record = json.loads((path / RECORD).read_text("utf-8"))
+        except ValueError as e:
+            raise ModelError(f"{path / RECORD} is damaged ({e}); export the model again") from None
+        self.name, self.adapter = str(path), None
+        self.device = device or ("cuda" if ctranslate2.get_cuda_device_count() else "cpu")
+        if self.device.startswith("cuda:"):
+            self.device = "cuda"
+        try:
+            self.model = ctranslate2.Generator(str(path), device=self.device,
+                                               compute_type="default", intra_threads=threads)
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"cannot load the CTranslate2 model in {path}: {e}") from None
+        self.tokenizer = load_tokenizer(str(path))
+        self.context_window = int(self.record.get("context_window") or 2048)
+        eos = self.tokenizer.eos_token_id
+        self.stop_ids = [eos] if eos is not None else []
+        self.load_s = time.perf_counter() - started
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _tokens(self, prompt: str, max_new_tokens: int) -> list[str]:
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) + max_new_tokens > self.context_window:
+            raise ModelError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
+                             f"exceeds the context window ({self.context_window})")
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    def _sampling(self, options: GenerationOptions) -> dict:
+        if options.temperature > 0:
+            return {"sampling_topk": 0, "sampling_topp": 0.95,
+                    "sampling_temperature": options.temperature}
+        return {"sampling_topk": 1}
+
+    def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        tokens = self._tokens(prompt, options.max_new_tokens)
+        self._cancel.clear()
+        started = time.perf_counter()
+        first = None
+        ids: list[int] = []
+        shown = ""
+        stopped = False
+        steps = self.model.generate_tokens(
+            tokens, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
+            min_length=options.max_new_tokens if options.fixed_length else 0,
+            **self._sampling(options))
+        try:
+            for step in steps:
+                if first is None:
+                    first = (time.perf_counter() - started) * 1000
+                if step.token_id in self.stop_ids:
+                    stopped = True
+                    ids.append(step.token_id)
+                    break
+                ids.append(step.token_id)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                # Emit only whole characters: a token may end inside one.
+                if on_text and len(text) > len(shown) and not text.endswith("\ufffd"):
+                    on_text(text[len(shown):])
+                    shown = text
+                if self._cancel.is_set():
+                    break
+        finally:
+            steps.close()            # stops the generation when the reader went away
+        text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
+                                     skip_special_tokens=True)
+        if on_text and len(text) > len(shown):
+            on_text(text[len(shown):])
+        elapsed = time.perf_counter() - started
+        n = len(ids)
+        return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None, stopped,
+                          cancelled=self._cancel.is_set())
+
+    def generate_batch(self, prompts: list[str],
+                       options: GenerationOptions = GenerationOptions()) -> list[Generation]:
+        batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
+        started = time.perf_counter()
+        results = self.model.generate_batch(
+            batch, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
+            include_prompt_in_result=False, sampling_topk=1,
+            min_length=options.max_new_tokens if options.fixed_length else 0)
+        elapsed = time.perf_counter() - started
+        out = []
+        for r in results:
+            ids = r.sequences_ids[0]
+            stopped = len(ids) < options.max_new_tokens
+            text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
+                                         skip_special_tokens=True)
+            out.append(Generation(text, len(ids) + (1 if stopped else 0), None, None, stopped))
+        total = sum(g.new_tokens for g in out)
+        for g in out:
+            g.tokens_per_s = total / elapsed if elapsed > 0 else None
+        return out
