@@ -132,7 +132,10 @@ class Answerer:
             if on_text:
                 on_text(ABSTAIN_ANSWER)
             return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
+        timings["prompt_tokens"] = self.generator.count_tokens(prompt)
         gen = self.generator.generate(prompt, self.options, on_text=on_text)
+        if gen.first_token_ms:
+            timings["prefill_tokens_per_s"] = timings["prompt_tokens"] / (gen.first_token_ms / 1000)
         return self._answer(question, gen, sources, retrieval, prompt, timings)
 
     def answer_batch(self, questions: list[str], hits: list | None = None) -> list[Answer]:
@@ -157,5 +160,6 @@ class Answerer:
     def _answer(question: str, gen: Generation, sources: list[Source], retrieval: bool,
                 prompt: str, timings: dict) -> Answer:
         timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
+                       decode_tokens_per_s=gen.decode_tokens_per_s,
                        generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos)
         return Answer(question, gen.text.strip(), sources, False, retrieval, prompt, timings)

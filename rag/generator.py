@@ -17,10 +17,19 @@ from dataclasses import dataclass
 class Generation:
     text: str
     new_tokens: int
-    first_token_ms: float | None
-    tokens_per_s: float | None
+    first_token_ms: float | None       # prefill and the first token
+    tokens_per_s: float | None         # new tokens over the whole time, prefill included
     stopped_at_eos: bool
     cancelled: bool = False
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Tokens after the first, over the time after it: decoding alone (on a CPU the
+        prefill of a long prompt dominates the whole-time rate)."""
+        if not (self.first_token_ms and self.tokens_per_s and self.new_tokens > 1):
+            return None
+        rest = self.new_tokens / self.tokens_per_s - self.first_token_ms / 1000
+        return (self.new_tokens - 1) / rest if rest > 0 else None
 
 
 @dataclass(frozen=True)

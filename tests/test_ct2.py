@@ -94,6 +94,9 @@ def test_ask_and_eval_run_on_an_export(exports, corpus_index, tmp_path, tiny_ada
     assert r.exit_code == 0, r.output
     answer = json.loads(r.output)
     assert answer["model"] == str(exports["int8"]) and answer["sources"]
+    timings = answer["timings"]             # prefill and decoding apart
+    assert timings["prompt_tokens"] > 0 and timings["prefill_tokens_per_s"] > 0
+    assert "decode_tokens_per_s" in timings
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"id": "a", "question": "除籍されますか？"}\n', encoding="utf-8")
     r = run(cli, ["eval", str(questions), "--index", str(corpus_index), "--model",

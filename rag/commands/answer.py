@@ -76,7 +76,11 @@ def _timing_line(answer) -> str:
     parts.append(f"model load {t['model_load_s']:.1f} s")
     if t.get("first_token_ms") is not None:
         parts.append(f"first token {t['first_token_ms']:.0f} ms")
-    if t.get("tokens_per_s"):
+    if t.get("prefill_tokens_per_s"):
+        parts.append(f"prompt {t['prompt_tokens']} tokens at {t['prefill_tokens_per_s']:.0f}/s")
+    if t.get("decode_tokens_per_s"):
+        parts.append(f"decoding {t['decode_tokens_per_s']:.1f} tokens/s")
+    elif t.get("tokens_per_s"):
         parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
     return "(" + ", ".join(parts) + ")"
 
