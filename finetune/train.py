@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.prompt import PROMPT_RECORD, prompt_record
+
 from . import checkpoint
 from .config import TrainConfig
 from .data import Prepared, batches, collate, prepare
@@ -289,6 +291,9 @@ def _save(run: _Run, started: float) -> dict | None:
         return None
     save_adapter(acc, run.model, weights, run.out)
     run.tokenizer.save_pretrained(run.out)
+    # The prompt layout the adapter learned, checked when it answers (rag.prompt).
+    (run.out / PROMPT_RECORD).write_text(json.dumps(prompt_record(run.tokenizer)) + "\n",
+                                         "utf-8")
     data = run.data
     card = {
         "base_model": cfg.model, "base_revision": _revision(cfg.model),
@@ -298,6 +303,7 @@ def _save(run: _Run, started: float) -> dict | None:
         "trainable_parameters": run.n_trainable, "world_size": acc.num_processes,
         "strategy": strategy_name(acc),
         "device": device_name(acc), "dtype": str(run.dtype).replace("torch.", ""),
+        "prompt": prompt_record(run.tokenizer),
         "steps": run.step, "tokens_seen": run.tokens_seen,
         "first_train_loss": run.first_loss, "final_train_loss": run.last_loss,
         "final_eval_loss": run.eval_loss, "wall_time_s": round(time.time() - started, 1),

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import Config
 from .generator import GenerationOptions, Generator
 from .models import ModelError
+from .prompt import layout_mismatch
 
 Log = Callable[[str], None]
 
@@ -113,6 +114,8 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
         dtype=pick(opts.dtype, cfg.dtype),
         trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code),
         allow_pickle=pick(opts.allow_pickle, cfg.allow_pickle))
+    if adapter and (why := layout_mismatch(adapter, generator.tokenizer)):
+        log(f"warning: {why}: its answers may suffer; train it again with this version")
     _check_room(generator, max_new_tokens)
     return generator
 

@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 # 2: retrieved passages fenced (【条文】…【ここまで】) with the template's markers in
 #    them made inert, and the instruction says that fenced text is material, not orders.
 PROMPT_VERSION = 2
@@ -124,9 +123,11 @@ def build_messages(question: str, passages: Sequence[ContextPassage] | None,
     if passages is None:
         return [{"role": "system", "content": INSTRUCTION_NO_CONTEXT},
                 *_history_messages(history), {"role": "user", "content": question.strip()}]
-    user = f"規程の条文:\n{format_context(passages)}\n\n質問: {question.strip()}"
+    # The same user text as the instruction template's input block, so an adapter
+    # trained on build-data rows (instruction + input) sees exactly this layout.
     return [{"role": "system", "content": INSTRUCTION_WITH_CONTEXT},
-            *_history_messages(history), {"role": "user", "content": user}]
+            *_history_messages(history),
+            {"role": "user", "content": context_input(question, passages)}]
 
 
 def _history_messages(history: Sequence[Turn]) -> list[dict]:
@@ -146,9 +147,43 @@ def render(tokenizer, question: str, passages: Sequence[ContextPassage] | None,
 
 
 def render_instruction(tokenizer, instruction: str, input: str | None = None) -> str:
-    """A training prompt for an Alpaca record, in this tokenizer's format."""
+    """A training prompt for an Alpaca record, in this tokenizer's format: with an input,
+    the instruction is the system message and the input the user's, as answering renders
+    them, so a row of `rag finetune build-data` gives the very prompt `rag ask` gives."""
     if getattr(tokenizer, "chat_template", None):
-        user = instruction.strip() + (f"\n\n{input.strip()}" if input else "")
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}],
-                                             tokenize=False, add_generation_prompt=True)
+        messages = ([{"role": "system", "content": instruction.strip()},
+                     {"role": "user", "content": input.strip()}] if input else
+                    [{"role": "user", "content": instruction.strip()}])
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
     return instruction_prompt(instruction, input)
+
+
+def template_kind(tokenizer) -> str:
+    """"chat" (the tokenizer's chat template) or "instruction" (指示/入力/応答)."""
+    return "chat" if getattr(tokenizer, "chat_template", None) else "instruction"
+
+
+PROMPT_RECORD = "rag-prompt.json"     # beside an adapter: the layout it was trained on
+
+
+def prompt_record(tokenizer) -> dict:
+    return {"prompt_version": PROMPT_VERSION, "template": template_kind(tokenizer)}
+
+
+def layout_mismatch(adapter_dir, tokenizer) -> str | None:
+    """Why an adapter was trained on another prompt layout than answering uses now, or
+    None (also when the adapter records nothing: trained elsewhere)."""
+    import json
+    from pathlib import Path
+
+    path = Path(adapter_dir) / PROMPT_RECORD
+    if not path.is_file():
+        return None
+    try:
+        trained = json.loads(path.read_text("utf-8"))
+    except ValueError:
+        return f"{path} is damaged"
+    now = prompt_record(tokenizer)
+    diff = [f"{k} {trained.get(k)!r} (now {v!r})" for k, v in now.items() if trained.get(k) != v]
+    return ("adapter trained on prompt " + ", ".join(diff)) if diff else None

@@ -388,3 +388,35 @@ def test_models_of_the_wrong_kind_are_refused(tiny_generator, tiny_embedder, tmp
         TransformersGenerator(str(tiny_embedder))
     with pytest.raises(EmbedderError, match="is a language model .*not a sentence encoder"):
         Embedder(str(tiny_generator))
+
+
+def test_training_and_answering_render_the_same_prompt(tiny_generator):
+    """A build-data row (instruction + input) gives, for a chat-template model as for
+    the instruction template, exactly the prompt `rag ask` gives for that question."""
+    from transformers import AutoTokenizer
+
+    from rag.prompt import INSTRUCTION_WITH_CONTEXT, context_input, render_instruction
+    tok = AutoTokenizer.from_pretrained(tiny_generator)
+    passages = [ContextPassage("学則", "第42条（除籍）", "学長は、次の者を除籍する。")]
+    for template in (None, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+                           "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"):
+        tok.chat_template = template
+        trained = render_instruction(tok, INSTRUCTION_WITH_CONTEXT,
+                                     context_input("除籍されますか？", passages))
+        assert trained == render(tok, "除籍されますか？", passages)
+
+
+def test_an_adapter_trained_on_another_layout_is_flagged(tiny_generator, tiny_adapter,
+                                                         tmp_path):
+    from transformers import AutoTokenizer
+
+    from rag.prompt import PROMPT_RECORD, layout_mismatch, prompt_record
+    tok = AutoTokenizer.from_pretrained(tiny_generator)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    assert layout_mismatch(adapter, tok) is None                # records nothing
+    (adapter / PROMPT_RECORD).write_text(json.dumps(prompt_record(tok)), "utf-8")
+    assert layout_mismatch(adapter, tok) is None
+    (adapter / PROMPT_RECORD).write_text('{"prompt_version": 1, "template": "chat"}', "utf-8")
+    why = layout_mismatch(adapter, tok)
+    assert "prompt_version 1" in why and "template 'chat' (now 'instruction')" in why

@@ -108,6 +108,10 @@ def test_training_lowers_the_loss_and_saves_a_usable_adapter(tiny_generator, alp
     run = json.loads((out / "run.json").read_text("utf-8"))
     assert run["steps"] == 30 and run["tokens_seen"] > 0 and run["lora_targets"] == targets
     assert run["base_model"] == str(tiny_generator) and run["dropped_too_long"] == 0
+    # The prompt layout it learned travels with it (checked when it answers).
+    from rag.prompt import PROMPT_RECORD, PROMPT_VERSION
+    assert run["prompt"] == {"prompt_version": PROMPT_VERSION, "template": "instruction"}
+    assert json.loads((out / PROMPT_RECORD).read_text("utf-8")) == run["prompt"]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 30 and "tokens_per_s" in metrics[0]
     # PEFT loads it, and so does `rag ask --adapter`
