@@ -52,10 +52,19 @@ class LoadedDocument:
     warnings: list[str] = field(default_factory=list)
     declared_title: str = ""  # front matter or rag.toml's title map: wins over detection
     title_source: str = ""    # how the title was found, for `rag inspect`
+    _layout: object = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
         return "\n".join(p.text for p in self.pages)
+
+    def layout(self):
+        """The logical lines of the pages (ingest.layout), read once: title detection
+        and the splitter both need them."""
+        if self._layout is None:
+            from .layout import read_layout
+            self._layout = read_layout(self)
+        return self._layout
 
 
 def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
@@ -93,12 +102,11 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
 def settle_title(doc: LoadedDocument, fallback: str) -> None:
     """Decide `doc.title`: declared, else found in the text, else the loader's hint
     (<h1>, PDF metadata), else `fallback` (the file name)."""
-    from .layout import read_layout
     from .title import detect_title
     if doc.declared_title:
         doc.title, doc.title_source = doc.declared_title, "declared in the file"
         return
-    doc.title, doc.title_source = detect_title(read_layout(doc), doc.title)
+    doc.title, doc.title_source = detect_title(doc.layout(), doc.title)
     if not doc.title:
         doc.title, doc.title_source = fallback, "file name"
 

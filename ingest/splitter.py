@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .japanese import (NUMBER, article_label, has_sentence_end, parse_number)
-from .layout import Layout, Line, read_layout
+from .layout import Layout, Line
 from .layout import REFERENCE_TAIL
 from .loaders import LoadedDocument
 from .passage import Passage, content_hash
@@ -81,9 +81,8 @@ class Analysis:
 
 
 def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None = None,
-                     count_tokens: TokenCounter | None = None,
-                     layout: Layout | None = None) -> Analysis:
-    layout = layout or read_layout(doc)
+                     count_tokens: TokenCounter | None = None) -> Analysis:
+    layout = doc.layout()
     lines = layout.lines
     if any(_article(ln.norm) for ln in lines):
         structure, units = "regulation", _regulation_units(lines)
