@@ -112,10 +112,8 @@ def test_reingest_reembeds_only_what_changed_and_reports_articles(corpus_copy, t
 
     again = ingest([corpus_copy], index, _settings(tiny_embedder))
     assert not again.written and again.embedded == 0
-    assert all(d.status == "unchanged" for d in again.documents if d.status != "skipped")
-    # Files of the folder that are not documents are listed, with why.
-    assert {d.source: d.reason[:28] for d in again.skipped} == {
-        "questions.jsonl": "unsupported file type '.json", "heldout.jsonl": "unsupported file type '.json"}
+    # (corpus/.ragignore keeps the question sets out: nothing is skipped)
+    assert all(d.status == "unchanged" for d in again.documents)
 
     f = corpus_copy / "学則.txt"
     text = f.read_text(encoding="utf-8")
@@ -212,7 +210,7 @@ def test_changing_the_embedder_reembeds_everything(corpus_copy, tmp_path, tiny_e
     first = ingest([corpus_copy], index, _settings(tiny_embedder))
     report = ingest([corpus_copy], index, _settings(other_embedder))
     assert report.embedded == report.passages and report.reused == 0
-    assert all("re-indexed" in d.describe() for d in report.documents if d.status != "skipped")
+    assert all("re-indexed" in d.describe() for d in report.documents)
     assert first.written
     assert store.read_manifest(index).embedder.dimension == 24
 
@@ -279,7 +277,7 @@ def test_ingest_json_report(corpus_copy, tmp_path, tiny_embedder):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["written"] and report["embedded"] == report["passages"] > 80
-    assert {d["status"] for d in report["documents"]} == {"added", "skipped"}
+    assert {d["status"] for d in report["documents"]} == {"added"}
 
 
 def test_explicit_prefixes_are_kept_by_later_runs(corpus_copy, tmp_path, tiny_embedder):
