@@ -31,11 +31,13 @@ _STRUCTURAL = re.compile(
 def furniture(lines: list[Line], page_starts: set[int]) -> set[int]:
     """Indexes of lines that are page furniture, not regulation text."""
     out: set[int] = set()
+    plain = _plain_page_numbers(lines, page_starts)
     for i, ln in enumerate(lines):
         n = ln.norm
         if not n:
             continue
-        if _PAGE_COUNTER.match(n) or _URL.match(n) or _YEAR.match(n):
+        if _YEAR.match(n) or _URL.match(n) or (i in plain if n.isdigit() else
+                                               _PAGE_COUNTER.match(n)):
             out.add(i)
         elif _SECTION_MARK.match(n) and re.search(r"[\u2160-\u217f]", ln.text):
             out.add(i)          # a booklet's section mark such as 「Ⅳ3」
@@ -47,6 +49,19 @@ def furniture(lines: list[Line], page_starts: set[int]) -> set[int]:
         if _header_like(lines[i].norm) and shapes[_shape(lines[i].norm)] >= 2:
             out.add(i)
     return out
+
+
+def _plain_page_numbers(lines: list[Line], page_starts: set[int]) -> set[int]:
+    """Lines that are a bare number and still a page number: at a PDF page's edge, or
+    counting up with the others (12, 13, 14). A bare 「2」 of a hard-wrapped 「昭和\n2\n8\n年」
+    is text."""
+    bare = [i for i, ln in enumerate(lines) if ln.norm.isdigit() and len(ln.norm) <= 4]
+    edges = _page_edges(lines, page_starts, set()) if page_starts else set()
+    counting = set()
+    for a, b in zip(bare, bare[1:]):
+        if int(lines[b].norm) == int(lines[a].norm) + 1:
+            counting |= {a, b}
+    return {i for i in bare if i in edges or i in counting}
 
 
 def _header_like(norm: str) -> bool:

@@ -188,3 +188,12 @@ def test_layout_keeps_clean_files_as_they_are():
     layout = read_layout(_doc(text))
     assert [ln.text for ln in layout.lines] == text.splitlines()
     assert layout.broken == 0 and not layout.dropped
+
+
+def test_bare_numbers_are_page_numbers_only_when_they_count_pages():
+    """「12」「13」 between pages go; the 「2」「8」 of a hard-wrapped 「昭和\\n2\\n8\\n年」 stay."""
+    text = ("第1条 この規程は、学位規則(昭和\n2\n8\n年文部省令第9号)に基づく。\n12\n"
+            "第2条 学位は、博士とする。\n13\n第3条 審査は委員会が行う。\n")
+    analysis = analyse_document(_doc(text), "x.txt")
+    assert [ln.text for ln in analysis.layout.dropped] == ["12", "13"]
+    assert "昭和\n2\n8\n年文部省令" in analysis.passages[0].text
