@@ -65,7 +65,9 @@ def _plain_page_numbers(lines: list[Line], page_starts: set[int]) -> set[int]:
 
 
 def _header_like(norm: str) -> bool:
-    return (0 < len(norm) <= 40 and "。" not in norm and not _STRUCTURAL.match(norm))
+    # (A bare number is a page number or text, decided by _plain_page_numbers.)
+    return (0 < len(norm) <= 40 and "。" not in norm and not _STRUCTURAL.match(norm)
+            and not norm.isdigit())
 
 
 def _shape(norm: str) -> str:
