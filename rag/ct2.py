@@ -37,8 +37,13 @@ def export(model: str, out: str | os.PathLike, *, quantization: str = "int8",
     """Convert `model` (+ `adapter`, merged first) to a CTranslate2 directory."""
     import ctranslate2.converters as converters
 
+    from .models import missing_local_path
+
     if quantization not in QUANTIZATIONS:
         raise ModelError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})")
+    if missing_local_path(model):
+        raise ModelError(f"{model}: no such model directory (give a local path or a Hugging "
+                         "Face id)")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="rag-export-") as tmp:
         source = model
