@@ -100,6 +100,9 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
         if opts.adapter:
             raise ModelError(f"{model or cfg.model} is a CTranslate2 export: its adapter was "
                              "merged when it was exported (`rag models export --adapter`)")
+        if cfg.adapter and not opts.no_adapter:
+            log(f"configured adapter {cfg.adapter} not applied: a CTranslate2 export carries "
+                "the adapter it was exported with")
         log(f"loading {model or cfg.model} (CTranslate2)")
         generator = CT2Generator(model or cfg.model, device=pick(opts.device, cfg.gen_device),
                                  threads=cfg.threads)

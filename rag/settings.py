@@ -35,19 +35,6 @@ def setting(default=dataclasses.MISSING, *, help: str = "", section: str = "",  
     return dataclasses.field(default=default, metadata=meta)
 
 
-def describe(cls) -> list[dict]:
-    """name, type, default, help, section, key and env of every setting, for docs and --help."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
-                    "help": f.metadata.get("help", ""), "section": f.metadata.get("section", ""),
-                    "key": f.metadata.get("key") or f.name, "env": f.metadata.get("env")})
-    return out
-
-
 def read_toml(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))
