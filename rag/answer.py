@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ingest.errors import RagError
 
-from .context import Source, pack
+from .context import Source, pack, shorten
 from .generator import Generation, GenerationOptions, Generator
 from .prompt import ABSTAIN_ANSWER, Turn, render
 
@@ -42,17 +42,20 @@ class Answerer:
     def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
                  mode: str = "hybrid", min_score: float | None = None,
                  options: GenerationOptions = GenerationOptions(),
-                 follow_references: bool = True):
+                 follow_references: bool = True, context_tokens: int | None = None):
         self.generator, self.retriever = generator, retriever
         self.k, self.mode, self.min_score = k, mode, min_score
         self.options = options
         self.follow_references = follow_references
+        self.context_tokens = context_tokens
 
     # ------------------------------------------------------------------ prompt
 
     def budget(self) -> int:
-        """Prompt tokens allowed: the window minus room for the answer."""
-        return self.generator.context_window - self.options.max_new_tokens
+        """Prompt tokens allowed: the window minus room for the answer, or the
+        `context_tokens` cap when that is smaller (a CPU's prefill budget)."""
+        room = self.generator.context_window - self.options.max_new_tokens
+        return min(room, self.context_tokens) if self.context_tokens else room
 
     def fit_history(self, question: str, history: Sequence[Turn]) -> list[Turn]:
         """Drop the oldest turns until the question and history leave room for context."""
@@ -75,10 +78,14 @@ class Answerer:
             return self.generator.count_tokens(prompt) <= self.budget()
 
         chosen = pack(sources, fits, self.retriever, self.follow_references)
+        if not chosen and sources and self.context_tokens:
+            # Under a tight budget the best article may not fit whole: its opening
+            # sentences beat abstaining for want of room.
+            chosen = [s for s in [shorten(sources[0], fits)] if s]
         prompt = render(tok, question, [s.context() for s in chosen], history)
         if self.generator.count_tokens(prompt) > self.budget():
-            raise AnswerError(f"the question and conversation alone exceed the model's window "
-                             f"({self.generator.context_window} tokens)")
+            raise AnswerError(f"the question and conversation alone exceed the prompt budget "
+                             f"({self.budget()} tokens)")
         return prompt, chosen
 
     # ------------------------------------------------------------------ answer
@@ -153,7 +160,9 @@ class Answerer:
             if abstain:
                 out.append(Answer(q, ABSTAIN_ANSWER, sources, True, True, "", {}))
             else:
-                out.append(self._answer(q, next(generations), sources, retrieval, prompt, {}))
+                timings = {"prompt_tokens": self.generator.count_tokens(prompt)}
+                out.append(self._answer(q, next(generations), sources, retrieval, prompt,
+                                        timings))
         return out
 
     @staticmethod

@@ -1,7 +1,9 @@
 """Choose the passages a prompt carries, counted in the generator's tokens.
 
 Passages go in rank order while the whole rendered prompt, plus room for the
-answer, fits the model's window; a passage is never cut. Then the articles they
+answer, fits the model's window; a passage is never cut, except that under a
+prompt budget (`[generate] context_tokens`) the best one may be shortened to its
+first sentences rather than leave the prompt empty. Then the articles they
 cite (「第8条に規定する」, 「前条」, 「学則第8条」) are added while they fit, marked in
 the prompt and the sources with the article that cited them.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ingest.japanese import NUMBER, article_label, nfkc, parse_number
@@ -112,3 +114,24 @@ def pack(candidates: list[Source], fits: Callable[[list[Source]], bool],
                 chosen.extend(extra)
                 have.update(q.id for q in parts)
     return chosen
+
+
+_SENTENCE_END = re.compile(r"(?<=[。．\n])")
+CUT_MARK = "（以下略）"
+
+
+def shorten(src: Source, fits: Callable[[list[Source]], bool]) -> Source | None:
+    """`src` cut after as many whole sentences (「。」 or line ends) as fit, marked
+    （以下略） so neither the model nor the reader takes it for the whole article; None
+    when not even the first sentence fits."""
+    pieces = [p for p in _SENTENCE_END.split(src.passage.text) if p]
+    best, lo, hi = None, 1, len(pieces) - 1
+    while lo <= hi:                       # the longest prefix that fits, by bisection
+        mid = (lo + hi) // 2
+        text = "".join(pieces[:mid]).rstrip() + CUT_MARK
+        cut = Source(replace(src.passage, text=text), src.score, src.via)
+        if fits([cut]):
+            best, lo = cut, mid + 1
+        else:
+            hi = mid - 1
+    return best

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator
+from .generator import Generation, GenerationOptions, Generator, batch_generation
 from .models import ModelError, load_tokenizer
-from .prompt import PROMPT_VERSION
+from .prompt import PROMPT_VERSION, trained_layout
 
 RECORD = "rag-export.json"
 QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16",
@@ -66,6 +66,8 @@ def export(model: str, out: str | os.PathLike, *, quantization: str = "int8",
               "quantization": quantization, "context_window": window,
               "prompt_version": PROMPT_VERSION,
               "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+              # the layout the merged adapter was trained on: answering checks it
+              "trained_prompt": trained_layout(adapter) if adapter else None,
               "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", "utf-8")
     return out
@@ -195,10 +197,17 @@ class CT2Generator(Generator):
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
         batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
+        first: list[float] = []
+
+        def note_first_step(step) -> bool:      # the end of the batch's prefill
+            if not first:
+                first.append(time.perf_counter())
+            return False
+
         started = time.perf_counter()
         results = self.model.generate_batch(
             batch, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
-            include_prompt_in_result=False, sampling_topk=1,
+            include_prompt_in_result=False, sampling_topk=1, callback=note_first_step,
             min_length=options.max_new_tokens if options.fixed_length else 0)
         elapsed = time.perf_counter() - started
         out = []
@@ -207,8 +216,6 @@ class CT2Generator(Generator):
             stopped = len(ids) < options.max_new_tokens
             text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
                                          skip_special_tokens=True)
-            out.append(Generation(text, len(ids) + (1 if stopped else 0), None, None, stopped))
-        total = sum(g.new_tokens for g in out)
-        for g in out:
-            g.tokens_per_s = total / elapsed if elapsed > 0 else None
+            out.append(batch_generation(text, len(ids) + (1 if stopped else 0), stopped,
+                                        started, first[0] if first else None, elapsed))
         return out

@@ -37,6 +37,7 @@ class EvalSettings:
     k: int = 5
     batch_size: int = 8
     max_new_tokens: int = 256
+    context_tokens: int | None = None  # the prompt budget (None: the model's window)
     retrieval_only: bool = False
     shard: tuple[int, int] = (0, 1)
     model: str | None = None          # the generator (recorded; None when retrieval only)
@@ -155,6 +156,11 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
             if retrieval else None)
     answers = answerer.answer_batch([q.question for q in batch], hits)
     elapsed_ms = (time.perf_counter() - started) * 1000
+    # The batch's prompts are read in one prefill: its rate is the batch's tokens over it.
+    prefill_ms = next((a.timings["first_token_ms"] for a in answers
+                       if a.timings.get("first_token_ms")), None)
+    prefill_rate = (sum(a.timings.get("prompt_tokens", 0) for a in answers)
+                    / (prefill_ms / 1000)) if prefill_ms else None
     rows = []
     for i, (q, a) in enumerate(zip(batch, answers)):
         row = _retrieval_row(q, variant, condition, hits[i], settings.k) if retrieval else \
@@ -164,10 +170,25 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
             retrieval_abstained=a.abstained,
             sources=[s.to_json() for s in a.sources],
             generated_tokens=a.timings.get("generated_tokens", 0),
-            latency_ms=round(elapsed_ms / len(batch), 1))
+            latency_ms=round(elapsed_ms / len(batch), 1),
+            **_speed(a.timings, prefill_rate))
         row.update(_answer_scores(q, a.text, retriever))
         rows.append(row)
     return rows
+
+
+def _speed(t: dict, prefill_rate: float | None) -> dict:
+    """Prompt size, the batch's prefill (its first token, and prompt tokens/s over the
+    batch) and this answer's decode rate; an abstention generated nothing and has none."""
+    if not t.get("prompt_tokens"):
+        return {}
+    row = {"prompt_tokens": t["prompt_tokens"]}
+    if t.get("first_token_ms"):
+        row["first_token_ms"] = round(t["first_token_ms"], 1)
+        row["prefill_tokens_per_s"] = round(prefill_rate, 1)
+    if t.get("decode_tokens_per_s"):
+        row["decode_tokens_per_s"] = round(t["decode_tokens_per_s"], 2)
+    return row
 
 
 def _base_row(q: Question, variant: str, condition: str) -> dict:
@@ -199,7 +220,8 @@ def _answer_scores(q: Question, answer: str, retriever) -> dict:
 def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
     digest = hashlib.sha256(Path(questions_path).read_bytes()).hexdigest()[:16]
     meta = {"questions": str(questions_path), "questions_sha256": digest, "k": settings.k,
-            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+            "max_new_tokens": settings.max_new_tokens,
+            "context_tokens": settings.context_tokens, "batch_size": settings.batch_size,
             "shard": list(settings.shard),
             "model": None if settings.retrieval_only else settings.model,
             "adapters": [] if settings.retrieval_only else list(settings.adapters)}
@@ -217,7 +239,8 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
 
 
 # What must not change between an interrupted run and its continuation, or between shards.
-_SAME = ("questions_sha256", "k", "max_new_tokens", "bm25_weight", "model", "adapters",
+_SAME = ("questions_sha256", "k", "max_new_tokens", "context_tokens", "bm25_weight", "model",
+         "adapters",
          "index_generation", "embedder", "embedder_revision")
 
 

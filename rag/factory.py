@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import Config
 from .generator import GenerationOptions, Generator
 from .models import ModelError
-from .prompt import layout_mismatch
+from .prompt import layout_mismatch, trained_layout
 
 Log = Callable[[str], None]
 
@@ -34,6 +34,7 @@ class ModelOptions:
     dtype: str | None = None
     allow_pickle: bool | None = None
     trust_remote_code: bool | None = None
+    strict: bool = False     # refuse an adapter trained on another prompt layout
 
 
 @dataclass
@@ -45,6 +46,7 @@ class AnswerOptions:
     max_new_tokens: int | None = None
     temperature: float | None = None
     min_score: float | None = None
+    context_tokens: int | None = None
 
 
 def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None = None, *,
@@ -106,6 +108,8 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
         log(f"loading {model or cfg.model} (CTranslate2)")
         generator = CT2Generator(model or cfg.model, device=pick(opts.device, cfg.gen_device),
                                  threads=cfg.threads)
+        _check_layout(layout_mismatch(generator.record.get("trained_prompt"),
+                                      generator.tokenizer), opts, log)
         _check_room(generator, max_new_tokens)
         return generator
     adapter = resolve_adapter(cfg, opts, log)
@@ -117,10 +121,21 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
         dtype=pick(opts.dtype, cfg.dtype),
         trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code),
         allow_pickle=pick(opts.allow_pickle, cfg.allow_pickle))
-    if adapter and (why := layout_mismatch(adapter, generator.tokenizer)):
-        log(f"warning: {why}: its answers may suffer; train it again with this version")
+    if adapter:
+        _check_layout(layout_mismatch(trained_layout(adapter), generator.tokenizer), opts, log)
     _check_room(generator, max_new_tokens)
     return generator
+
+
+def _check_layout(why: str | None, opts: ModelOptions, log: Log) -> None:
+    """An adapter sees at answering the prompt layout it was trained on, or we say so
+    (warn; refuse with --strict)."""
+    if not why:
+        return
+    if opts.strict:
+        raise ModelError(f"{why}; train it again with this version, or leave out --strict")
+    log(f"warning: {why}: its answers may suffer; train it again with this version "
+        "(--strict refuses)")
 
 
 def _check_room(generator: Generator, max_new_tokens: int) -> None:
@@ -141,4 +156,5 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     retriever = build_retriever(cfg, answer.index_dir, mode) if retrieval else None
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
     return Answerer(generator, retriever, k=pick(answer.k, cfg.k), mode=mode,
-                    min_score=pick(answer.min_score, cfg.min_score), options=options)
+                    min_score=pick(answer.min_score, cfg.min_score), options=options,
+                    context_tokens=pick(answer.context_tokens, cfg.context_tokens))

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator
+from .generator import Generation, GenerationOptions, Generator, batch_generation
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
@@ -95,12 +95,16 @@ class TransformersGenerator(Generator):
             raise GeneratorError(f"a prompt ({width} tokens) + max_new_tokens "
                                  f"({max_new_tokens}) exceeds the context window "
                                  f"({self.context_window})")
+        from transformers import LogitsProcessorList
+
+        first = _FirstStep()
         started = time.perf_counter()
         with torch.inference_mode():
             ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                       temperature=None, top_p=None, top_k=None,
                                       eos_token_id=self.stop_ids,
                                       pad_token_id=tok.pad_token_id,
+                                      logits_processor=LogitsProcessorList([first]),
                                       min_new_tokens=max_new_tokens if options.fixed_length
                                       else None)
         elapsed = time.perf_counter() - started
@@ -109,10 +113,8 @@ class TransformersGenerator(Generator):
             stop = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
             new = row if stop is None else row[:stop + 1]
             text = tok.decode(new, skip_special_tokens=True)
-            out.append(Generation(text, len(new), None, None, stop is not None))
-        total = sum(g.new_tokens for g in out)
-        for g in out:
-            g.tokens_per_s = total / elapsed if elapsed > 0 else None
+            out.append(batch_generation(text, len(new), stop is not None, started,
+                                        first.at, elapsed))
         return out
 
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
@@ -202,3 +204,16 @@ def _timed_streamer_class():          # transformers is imported on first use on
             super().put(value)
 
     return TimedStreamer
+
+
+class _FirstStep:
+    """A logits processor that only notes when the first step's logits arrive: the end
+    of the batch's prefill (generate() has no streamer for batches)."""
+
+    def __init__(self):
+        self.at: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.at is None:
+            self.at = time.perf_counter()
+        return scores

@@ -32,6 +32,16 @@ class Generation:
         return (self.new_tokens - 1) / rest if rest > 0 else None
 
 
+def batch_generation(text: str, new_tokens: int, stopped_at_eos: bool, started: float,
+                     first_step: float | None, elapsed: float) -> Generation:
+    """One sequence of a batch, timed as a stream of its own: the batch's prefill is its
+    first token, and its rate is its own tokens over the batch's time (so the decode
+    rate is per sequence; times the batch size it is the batch's throughput)."""
+    first_ms = (first_step - started) * 1000 if first_step is not None else None
+    return Generation(text, new_tokens, first_ms,
+                      new_tokens / elapsed if elapsed > 0 else None, stopped_at_eos)
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """How to decode: one value handed from the command line down to the model."""

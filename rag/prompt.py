@@ -171,9 +171,9 @@ def prompt_record(tokenizer) -> dict:
     return {"prompt_version": PROMPT_VERSION, "template": template_kind(tokenizer)}
 
 
-def layout_mismatch(adapter_dir, tokenizer) -> str | None:
-    """Why an adapter was trained on another prompt layout than answering uses now, or
-    None (also when the adapter records nothing: trained elsewhere)."""
+def trained_layout(adapter_dir) -> dict | None:
+    """The prompt layout an adapter records it was trained on, None when it records
+    none (trained elsewhere, or before this was recorded)."""
     import json
     from pathlib import Path
 
@@ -181,9 +181,19 @@ def layout_mismatch(adapter_dir, tokenizer) -> str | None:
     if not path.is_file():
         return None
     try:
-        trained = json.loads(path.read_text("utf-8"))
+        record = json.loads(path.read_text("utf-8"))
     except ValueError:
-        return f"{path} is damaged"
+        return {"damaged": str(path)}
+    return record if isinstance(record, dict) else {"damaged": str(path)}
+
+
+def layout_mismatch(trained: dict | None, tokenizer) -> str | None:
+    """Why a model trained on the `trained` layout (an adapter's record, or the one an
+    export carries) is asked in another one now, or None."""
+    if not trained:
+        return None
+    if "damaged" in trained:
+        return f"{trained['damaged']} is damaged"
     now = prompt_record(tokenizer)
     diff = [f"{k} {trained.get(k)!r} (now {v!r})" for k, v in now.items() if trained.get(k) != v]
     return ("adapter trained on prompt " + ", ".join(diff)) if diff else None

@@ -57,6 +57,11 @@ def summarize(rows: list[dict]) -> dict:
             entry["latency_ms_mean"] = round(sum(lat) / len(lat), 1)
             entry["generated_tokens_mean"] = round(
                 sum(r["generated_tokens"] for r in rs) / len(rs), 1)
+        for key in ("prompt_tokens", "first_token_ms", "prefill_tokens_per_s",
+                    "decode_tokens_per_s"):
+            vals = [r[key] for r in rs if r.get(key)]
+            if vals:
+                entry[f"{key}_mean"] = round(sum(vals) / len(vals), 1)
         out[name] = entry
     return out
 
@@ -78,7 +83,8 @@ def write_files(out: Path, rows: list[dict], meta: dict) -> dict:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     cols = ["variant", "condition", "id", "type", "answerable", *RETRIEVAL_METRICS,
             *ANSWER_METRICS, "question", "answer", "reference", "sources", "retrieved",
-            "generated_tokens", "latency_ms"]
+            "generated_tokens", "latency_ms", "prompt_tokens", "first_token_ms",
+            "prefill_tokens_per_s", "decode_tokens_per_s"]
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -113,6 +119,17 @@ def _markdown(rows: list[dict], summary: dict) -> str:
     for name, e in m.items():
         lines.append(f"| {name} | {e['questions']} | "
                      + " | ".join(_fmt(e.get(x)) for x in present) + " |")
+    speed = [(name, e) for name, e in m.items() if "first_token_ms_mean" in e]
+    if speed:
+        lines += ["", "## Speed", "", "Means over the answers generated (abstentions generate "
+                  "nothing). A batch's prompts are read in one prefill, its first token; "
+                  "decoding is per answer (times the batch size: the batch's throughput).",
+                  "", "| variant/condition | prompt tokens | first token ms | "
+                  "prefill tokens/s | decode tokens/s |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {e.get('prompt_tokens_mean', '–')} | "
+                  f"{e.get('first_token_ms_mean', '–')} | "
+                  f"{e.get('prefill_tokens_per_s_mean', '–')} | "
+                  f"{e.get('decode_tokens_per_s_mean', '–')} |" for name, e in speed]
     lines += ["", "## By question type", ""]
     for name, e in m.items():
         lines += [f"### {name}", "", "| type | n | " + " | ".join(present) + " |",

@@ -7,7 +7,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from rag.answer import Answerer
+from rag.answer import Answerer, AnswerError
 from rag.context import Source, cited_articles
 from rag.generate import GeneratorError, TransformersGenerator, pick_device_dtype
 from rag.generator import GenerationOptions
@@ -176,6 +176,29 @@ def test_abstains_when_no_passage_fits_the_window(generator, retriever):
     room = generator.context_window - empty - 5           # the template fits, no article does
     answer = Answerer(generator, retriever, options=GenerationOptions(room)).ask(QUESTION)
     assert answer.abstained and answer.text == ABSTAIN_ANSWER and answer.sources
+
+
+def test_context_tokens_caps_the_prompt_and_shortens_the_best_article(generator, retriever):
+    hits = retriever.search(QUESTION, k=5)
+    sources = [Source(h.passage, h.score) for h in hits]
+    full, all_chosen = Answerer(generator, retriever, options=GenerationOptions(32)).build(
+        QUESTION, sources)
+    empty = generator.count_tokens(render(generator.tokenizer, QUESTION, []))
+    budget = empty + 60     # the best article takes 86 tokens whole, the others more
+    answerer = Answerer(generator, retriever, options=GenerationOptions(32),
+                        context_tokens=budget)
+    assert answerer.budget() == budget
+    prompt, chosen = answerer.build(QUESTION, sources)
+    assert generator.count_tokens(prompt) <= budget < generator.count_tokens(full)
+    assert len(chosen) == 1 and chosen[0].passage.id == sources[0].passage.id
+    cut = chosen[0].passage.text
+    assert cut.endswith("（以下略）") and cut in prompt
+    whole, stem = sources[0].passage.text, cut.removesuffix("（以下略）")
+    assert whole.startswith(stem) and len(stem) < len(whole)
+    assert stem.endswith("。") or whole[len(stem)] == "\n"      # cut at a sentence end
+    # A budget the instructions alone fill: an error naming the budget, not a silent cut.
+    with pytest.raises(AnswerError, match="prompt budget"):
+        Answerer(generator, retriever, context_tokens=64).build(QUESTION, sources)
 
 
 def test_no_retrieval_asks_the_model_alone(generator):
@@ -407,16 +430,29 @@ def test_training_and_answering_render_the_same_prompt(tiny_generator):
 
 
 def test_an_adapter_trained_on_another_layout_is_flagged(tiny_generator, tiny_adapter,
-                                                         tmp_path):
+                                                         corpus_index, tmp_path):
     from transformers import AutoTokenizer
 
-    from rag.prompt import PROMPT_RECORD, layout_mismatch, prompt_record
+    from rag.cli import cli
+    from rag.prompt import PROMPT_RECORD, layout_mismatch, prompt_record, trained_layout
     tok = AutoTokenizer.from_pretrained(tiny_generator)
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_adapter, adapter)
-    assert layout_mismatch(adapter, tok) is None                # records nothing
+    (adapter / PROMPT_RECORD).unlink(missing_ok=True)
+    assert layout_mismatch(trained_layout(adapter), tok) is None      # records nothing
     (adapter / PROMPT_RECORD).write_text(json.dumps(prompt_record(tok)), "utf-8")
-    assert layout_mismatch(adapter, tok) is None
+    assert layout_mismatch(trained_layout(adapter), tok) is None
     (adapter / PROMPT_RECORD).write_text('{"prompt_version": 1, "template": "chat"}', "utf-8")
-    why = layout_mismatch(adapter, tok)
+    why = layout_mismatch(trained_layout(adapter), tok)
     assert "prompt_version 1" in why and "template 'chat' (now 'instruction')" in why
+    (adapter / PROMPT_RECORD).write_text("{", "utf-8")
+    assert "damaged" in layout_mismatch(trained_layout(adapter), tok)
+    # The commands warn, and refuse with --strict (before generating anything).
+    (adapter / PROMPT_RECORD).write_text('{"prompt_version": 1, "template": "instruction"}',
+                                         "utf-8")
+    args = ["ask", "除籍", "--index", str(corpus_index), "--model", str(tiny_generator),
+            "--adapter", str(adapter), "--max-new-tokens", "4"]
+    r = CliRunner().invoke(cli, args, obj={})
+    assert r.exit_code == 0 and "warning: adapter trained on prompt prompt_version 1" in r.output
+    r = CliRunner().invoke(cli, args + ["--strict"], obj={})
+    assert r.exit_code == 1 and "prompt_version 1" in r.output and "--strict" in r.output

@@ -109,6 +109,8 @@ def test_ask_and_eval_run_on_an_export(exports, corpus_index, tmp_path, tiny_ada
     assert r.exit_code == 0, r.output
     record = json.loads((tmp_path / "merged-ct2" / RECORD).read_text("utf-8"))
     assert record["adapter"] == str(tiny_adapter)
+    from rag.prompt import trained_layout       # the layout the merged adapter learnt
+    assert record["trained_prompt"] == trained_layout(tiny_adapter)
     r = run(cli, ["ask", "x", "--index", str(corpus_index), "--model",
                   str(tmp_path / "merged-ct2"), "--adapter", str(tiny_adapter)], obj={})
     assert r.exit_code == 1 and "merged when it was exported" in r.output

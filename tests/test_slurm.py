@@ -1,6 +1,7 @@
 """The batch scripts against a real Slurm (scripts/slurm/cluster.sh brings one up; CI
 does). Every job runs in the plain-Python mode with the tiny models."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -115,7 +116,9 @@ def test_eval_array_and_merge_equal_a_single_run(tmp_path, corpus_index):
     single = tmp_path / "single"
     rag("eval", "run", CORPUS / "questions.jsonl", "--index", corpus_index, "--out", single,
         "--retrieval-only")
-    assert (out / "merged" / "report.md").read_text() == (single / "report.md").read_text()
+    speed = re.compile(r"## Speed\n.*?(?=\n## )", re.S)     # timings differ run to run
+    assert (speed.sub("", (out / "merged" / "report.md").read_text())
+            == speed.sub("", (single / "report.md").read_text()))
 
 
 def test_cancelled_training_resumes_from_its_checkpoint(tmp_path, train_config):

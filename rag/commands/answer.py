@@ -27,6 +27,10 @@ def generation_options(f):
         click.option("--no-adapter", is_flag=True, help="Ignore the configured adapter."),
         click.option("--max-new-tokens", type=click.IntRange(1), help="Longest answer in "
                      "tokens [config: generate.max_new_tokens; default 256]."),
+        click.option("--context-tokens", type=click.IntRange(64), help="Most tokens the "
+                     "prompt may take: fewer, tighter passages for a faster first token on "
+                     "a CPU [config: generate.context_tokens; env RAG_CONTEXT_TOKENS; "
+                     "default: the model's window]."),
         click.option("--temperature", type=click.FloatRange(0), help="0 = greedy, "
                      "reproducible (default); above 0 samples."),
         click.option("--min-score", type=click.FloatRange(-1, 1), help="Abstain when the best "
@@ -40,15 +44,19 @@ def generation_options(f):
                      "(pickled) weights when a model has no safetensors."),
         click.option("--trust-remote-code", is_flag=True, default=None,
                      help="Run model code from the model's repository (off by default)."),
+        click.option("--strict", is_flag=True, help="Refuse an adapter (or an export of "
+                     "one) trained on another prompt layout than this version renders, "
+                     "instead of warning."),
     ]
 
     @functools.wraps(f)
     def collect(*args, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
-                temperature, min_score, device, dtype, allow_pickle, trust_remote_code, **kw):
+                context_tokens, temperature, min_score, device, dtype, allow_pickle,
+                trust_remote_code, strict, **kw):
         return f(*args, model_options=ModelOptions(model, adapter, no_adapter, device, dtype,
-                                                   allow_pickle, trust_remote_code),
+                                                   allow_pickle, trust_remote_code, strict),
                  answer_options=AnswerOptions(index_dir, k, mode, max_new_tokens, temperature,
-                                              min_score), **kw)
+                                              min_score, context_tokens), **kw)
 
     for opt in reversed(opts):
         collect = opt(collect)

@@ -47,16 +47,20 @@ def eval():  # noqa: A001 - the command is called eval
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
               help="Questions generated together (left-padded, greedy).")
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Longest answer [config].")
+@click.option("--context-tokens", type=click.IntRange(64), help="Most tokens a prompt may "
+              "take (see `rag ask --help`) [config: generate.context_tokens].")
 @click.option("--shard", default="0/1", show_default=True, help="Evaluate every n-th question "
               "starting at i (i/n), e.g. for Slurm array jobs; combine with `rag eval merge`.")
 @click.option("--device", help="Generator device (default: automatic).")
+@click.option("--strict", is_flag=True, help="Refuse an adapter trained on another prompt "
+              "layout than this version renders, instead of warning.")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that holds a run "
               "with other settings (model, adapters, index, questions, ...) instead of "
               "refusing to mix them.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @click.pass_context
 def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, model, adapters,
-             k, batch_size, max_new_tokens, shard, device, overwrite, as_json):
+             k, batch_size, max_new_tokens, context_tokens, shard, device, strict, overwrite, as_json):
     """Answer every question in each condition and write the report."""
     from ..evaluate import EvalSettings, parse_shard, run
 
@@ -65,6 +69,7 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
         conditions=[c.strip() for c in (conditions or "").split(",") if c.strip()] or None,
         k=pick(k, cfg.k), batch_size=batch_size,
         max_new_tokens=pick(max_new_tokens, cfg.max_new_tokens), retrieval_only=retrieval_only,
+        context_tokens=pick(context_tokens, cfg.context_tokens),
         shard=parse_shard(shard),
         adapters=[None if a in ("none", "base") else a for a in adapters] or [
             configured_adapter(cfg)],
@@ -78,10 +83,12 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
         from ..answer import Answerer
         from ..generator import GenerationOptions
 
-        generator = build_generator(cfg, ModelOptions(model, adapter, adapter is None, device),
+        generator = build_generator(cfg, ModelOptions(model, adapter, adapter is None, device,
+                                                             strict=strict),
                                     max_new_tokens=settings.max_new_tokens)
         return Answerer(generator, retriever, k=settings.k, min_score=cfg.min_score,
-                        options=GenerationOptions(settings.max_new_tokens))
+                        options=GenerationOptions(settings.max_new_tokens),
+                        context_tokens=settings.context_tokens)
 
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     summary = run(questions, out_dir, settings, retriever=retriever,
