@@ -61,9 +61,10 @@ def export(model: str, out: str | os.PathLike, *, quantization: str = "int8",
             raise ModelError(f"cannot export {source!r} to CTranslate2: {e}") from None
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
         tokenizer.save_pretrained(out)
-        window = _window(source)
+        source_config = _source_config(source)
     record = {"engine": "ctranslate2", "base": model, "adapter": adapter,
-              "quantization": quantization, "context_window": window,
+              "quantization": quantization, "context_window": _window(source_config),
+              "model_type": source_config.get("model_type"),
               "prompt_version": PROMPT_VERSION,
               "chat_template": bool(getattr(tokenizer, "chat_template", None)),
               # the layout the merged adapter was trained on: answering checks it
@@ -93,9 +94,15 @@ def _converter(converters):
     return Converter
 
 
-def _window(source: str) -> int:
-    cfg = json.loads((Path(source) / "config.json").read_text("utf-8")) if (
-        Path(source) / "config.json").is_file() else {}
+_MISTRAL_TYPES = {"mistral", "mistral3", "ministral", "pixtral", "voxtral"}
+
+
+def _source_config(source: str) -> dict:
+    path = Path(source) / "config.json"
+    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+
+
+def _window(cfg: dict) -> int:
     return int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
 
 
@@ -132,7 +139,10 @@ class CT2Generator(Generator):
                                                compute_type=compute, intra_threads=threads)
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"cannot load the CTranslate2 model in {path}: {e}") from None
-        self.tokenizer = load_tokenizer(str(path))
+        # CTranslate2's own config.json (no model_type) makes transformers suspect a
+        # Mistral tokenizer and warn of a wrong regex; the export records the real type.
+        mistral = self.record.get("model_type") in _MISTRAL_TYPES
+        self.tokenizer = load_tokenizer(str(path), fix_mistral_regex=mistral)
         self.context_window = int(self.record.get("context_window") or 2048)
         eos = self.tokenizer.eos_token_id
         self.stop_ids = [eos] if eos is not None else []

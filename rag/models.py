@@ -22,11 +22,13 @@ class ModelError(RagError):
     """A model, tokenizer or adapter that cannot be loaded or used as asked."""
 
 
-def load_tokenizer(source: str, *, trust_remote_code: bool = False, what: str = "generator"):
+def load_tokenizer(source: str, *, trust_remote_code: bool = False, what: str = "generator",
+                   **kwargs):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  **kwargs)
     except OSError as e:
         raise ModelError(missing_model_message(source, what, e)) from None
     if tokenizer.pad_token_id is None:

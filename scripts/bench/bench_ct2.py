@@ -58,8 +58,10 @@ print(json.dumps({"backend": backend, "load_s": round(gen.load_s, 2),
 
 
 def prompts(n: int, tokenizer_source: str) -> list[str]:
-    """Answering prompts of the sample questions with their top passages."""
-    from rag.prompt import ContextPassage, build_prompt
+    """Answering prompts of the sample questions with five passages each (k = 5), rendered as
+    `rag ask` renders them for this model (its chat template, if it has one)."""
+    from rag.models import load_tokenizer
+    from rag.prompt import ContextPassage, render
     from rag.questions import load_questions
     from ingest.loaders import load_document
     from ingest.splitter import split_document
@@ -69,8 +71,9 @@ def prompts(n: int, tokenizer_source: str) -> list[str]:
         if f.suffix in {".txt", ".md", ".html", ".pdf"}:
             passages += split_document(load_document(f), f.name)
     qs = load_questions(REPO / "corpus/questions.jsonl")[:n]
-    return [build_prompt(q.question, [ContextPassage(p.title, p.label, p.text)
-                                      for p in passages[i * 3:i * 3 + 3]])
+    tokenizer = load_tokenizer(tokenizer_source)
+    return [render(tokenizer, q.question, [ContextPassage(p.title, p.label, p.text)
+                                           for p in passages[i * 5:i * 5 + 5]])
             for i, q in enumerate(qs)]
 
 
