@@ -107,7 +107,10 @@ class Client:
         try:
             obj = json.loads(raw.decode("utf-8"))
             if isinstance(obj, dict):
-                message = str(obj.get("error") or obj.get("detail") or "")
+                error = obj.get("error") or obj.get("detail") or ""
+                # OpenAI servers: {"error": {"message": ...}}; rag serve: {"error": "..."}
+                message = str(error.get("message") or error) if isinstance(error, dict) \
+                    else str(error)
         except (ValueError, UnicodeDecodeError):
             pass
         said = f": {message}" if message else ""
