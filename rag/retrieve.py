@@ -111,11 +111,23 @@ class Retriever:
             encoder = NumpyQueryEncoder.load(self.info.name, **self._embedder_args)
             if encoder is not None:
                 self._check_embedder(resolve_revision(self.info.name), encoder.dimension)
+                if not self._reproduces_the_index(encoder):
+                    encoder = None
+            if encoder is not None:
                 prefix = self.info.query_prefix
                 self._query_encoder = lambda texts: encoder.encode([prefix + t for t in texts])
             else:
                 self._query_encoder = self.embedder.embed_queries
         return self._query_encoder
+
+    def _reproduces_the_index(self, encoder) -> bool:
+        """Whether `encoder` gives the vector sentence-transformers stored for the index's
+        shortest passage: the tokenizer and the forward pass checked on real text."""
+        if not self.passages:
+            return True
+        i = min(range(len(self.passages)), key=lambda j: len(self.passages[j].search_text()))
+        text = self.info.passage_prefix + self.passages[i].search_text()
+        return encoder.matches(text, self.index.dense.reconstruct(i))
 
     def _check_embedder(self, revision: str, dimension: int) -> None:
         info = self.info

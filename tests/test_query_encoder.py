@@ -34,6 +34,21 @@ def test_tiny_bert_matches_sentence_transformers(tiny_embedder):
     _same_as_sentence_transformers(tiny_embedder)
 
 
+def test_tiny_modernbert_matches_sentence_transformers(tmp_path):
+    """ruri-v3's architecture; the window (8) is shorter than the texts, so the sliding
+    attention of the local layers is exercised."""
+    from conftest import corpus_texts
+    from tiny_models import build_tiny_modernbert_sentence_transformer
+
+    path = build_tiny_modernbert_sentence_transformer(tmp_path / "mb", corpus_texts())
+    _same_as_sentence_transformers(path)
+    encoder = NumpyQueryEncoder.load(str(path))
+    windowed = encoder.encode(QUESTIONS[2:3])
+    encoder.half_window = 10 ** 6
+    # 10x the tolerance of the match with sentence-transformers: the window mattered
+    assert np.abs(encoder.encode(QUESTIONS[2:3]) - windowed).max() > 1e-4
+
+
 def test_e5_small_matches_sentence_transformers(e5_small):
     _same_as_sentence_transformers(e5_small)
 
@@ -59,6 +74,18 @@ def test_unsupported_pipelines_fall_back(tiny_embedder, tmp_path, monkeypatch):
     config = json.loads((modern / "config.json").read_text())
     (modern / "config.json").write_text(json.dumps({**config, "model_type": "modernbert"}))
     assert NumpyQueryEncoder.load(str(modern)) is None
+
+
+def test_an_encoder_that_does_not_reproduce_the_index_is_not_used(corpus_index,
+                                                                   monkeypatch):
+    from rag.retrieve import Retriever
+
+    assert Retriever(corpus_index)._reproduces_the_index(
+        NumpyQueryEncoder.load(Retriever(corpus_index).info.name))
+    real = NumpyQueryEncoder.encode
+    monkeypatch.setattr(NumpyQueryEncoder, "encode", lambda self, texts: real(self, texts) * 0.9)
+    retriever = Retriever(corpus_index)
+    assert retriever.query_encoder == retriever.embedder.embed_queries   # sentence-transformers
 
 
 def test_search_ranks_the_same_with_either_encoder(corpus_index, monkeypatch):
