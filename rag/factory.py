@@ -85,6 +85,27 @@ def resolve_adapter(cfg: Config, opts: ModelOptions, log: Log = lambda s: None) 
     return opts.adapter if opts.adapter is not None else configured_adapter(cfg, log)
 
 
+def _openai_generator(cfg: Config, opts: ModelOptions, max_new_tokens: int,
+                      log: Log) -> Generator:
+    """Generation on an OpenAI-compatible server (rag/openai_backend.py)."""
+    from .openai_backend import OpenAIGenerator
+
+    if opts.adapter:
+        raise ModelError("with [generate] backend = \"openai\" the server applies the adapter "
+                         "(vLLM: --lora-modules NAME=PATH); give its served name as --model")
+    if cfg.adapter and not opts.no_adapter:
+        log(f"configured adapter {cfg.adapter} not applied here: the openai backend's server "
+            "serves the model (and its adapter) named by [generate] model")
+    model = opts.model or cfg.model
+    log(f"generating with {model} on {cfg.base_url} (OpenAI-compatible, {cfg.api})")
+    generator = OpenAIGenerator(
+        cfg.base_url or "", model, api=cfg.api, tokenizer=cfg.tokenizer, api_key=cfg.api_key,
+        context_window=cfg.context_window,
+        trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code))
+    _check_room(generator, max_new_tokens)
+    return generator
+
+
 def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
                     log: Log = lambda s: None) -> Generator:
     """The generator (+ adapter). With an adapter and no model: the model the adapter
@@ -144,24 +165,3 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
     return Answerer(generator, retriever, k=pick(answer.k, cfg.k), mode=mode,
                     min_score=pick(answer.min_score, cfg.min_score), options=options)
-
-
-def _openai_generator(cfg: Config, opts: ModelOptions, max_new_tokens: int,
-                      log: Log) -> Generator:
-    """Generation on an OpenAI-compatible server (rag/openai_backend.py)."""
-    from .openai_backend import OpenAIGenerator
-
-    if opts.adapter:
-        raise ModelError("with [generate] backend = \"openai\" the server applies the adapter "
-                         "(vLLM: --lora-modules NAME=PATH); give its served name as --model")
-    if cfg.adapter and not opts.no_adapter:
-        log(f"configured adapter {cfg.adapter} not applied here: the openai backend's server "
-            "serves the model (and its adapter) named by [generate] model")
-    model = opts.model or cfg.model
-    log(f"generating with {model} on {cfg.base_url} (OpenAI-compatible, {cfg.api})")
-    generator = OpenAIGenerator(
-        cfg.base_url or "", model, api=cfg.api, tokenizer=cfg.tokenizer, api_key=cfg.api_key,
-        context_window=cfg.context_window,
-        trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code))
-    _check_room(generator, max_new_tokens)
-    return generator
