@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .client import Client, ServerError, sse_events
@@ -118,12 +119,52 @@ class OpenAIGenerator(Generator):
 
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
                  on_text: Callable[[str], None] | None = None) -> Generation:
+        self._cancel.clear()
+        return self._stream(prompt, options, on_text, self._cancel)
+
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Several prompts streamed at once, one request each in its own thread, so the
+        server batches them (`rag serve` with this backend in front of vLLM). A sequence
+        whose `cancelled[i]` is set or whose `on_text[i]` raises stops alone (its
+        connection closes), with `cancelled` set."""
+        on_text = list(on_text or [None] * len(prompts))
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+
+        def one(i: int) -> Generation:
+            pieces: list[str] = []
+
+            def forward(text: str) -> None:
+                pieces.append(text)
+                if on_text[i]:
+                    on_text[i](text)
+
+            if cancelled[i].is_set():
+                return Generation("", 0, None, None, False, cancelled=True)
+            try:
+                return self._stream(prompts[i], options, forward, cancelled[i])
+            except ServerError:
+                raise
+            except Exception:  # noqa: BLE001 - this sequence's reader failed: it stops alone
+                text = "".join(pieces)
+                return Generation(text, self.count_tokens(text), None, None, False,
+                                  cancelled=True)
+
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(32, len(prompts))) as pool:
+            return list(pool.map(one, range(len(prompts))))
+
+    def _stream(self, prompt: str, options: GenerationOptions,
+                on_text: Callable[[str], None] | None, stop: threading.Event) -> Generation:
+        """One streamed request; `stop` set (cancel) or `on_text` raising closes it."""
         self._check(prompt, options.max_new_tokens)
         path, body = self._body(prompt, options, stream=True)
-        self._cancel.clear()
         started = time.perf_counter()
         response = self.client.request("POST", path, body, accept="text/event-stream")
         first, pieces, finish, usage = None, [], None, None
+        reader_error: BaseException | None = None
         try:
             for _, data in sse_events(response):
                 if data.strip() == "[DONE]":
@@ -145,19 +186,25 @@ class OpenAIGenerator(Generator):
                             first = (time.perf_counter() - started) * 1000
                         pieces.append(piece)
                         if on_text:
-                            on_text(piece)
+                            try:
+                                on_text(piece)
+                            except BaseException as e:  # noqa: BLE001 - re-raised below
+                                reader_error = e        # the reader went away (Ctrl-C)
+                                break
                     finish = choice.get("finish_reason") or finish
-                if self._cancel.is_set():
+                if stop.is_set() or reader_error is not None:
                     break
         except (TimeoutError, OSError) as e:
             raise ServerError(f"{WHAT} at {self.base_url}: the stream broke off ({e})") from None
         finally:
             response.conn.close()      # also what stops the server's generation early
+        if reader_error is not None:
+            raise reader_error
         text = "".join(pieces)
         elapsed = time.perf_counter() - started
         n = int((usage or {}).get("completion_tokens") or self.count_tokens(text))
         return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None,
-                          finish == "stop", cancelled=self._cancel.is_set())
+                          finish == "stop", cancelled=stop.is_set())
 
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:

@@ -137,3 +137,29 @@ def test_errors_name_the_server(served, tiny_generator, corpus_index, tmp_path):
         app.token = None
     r = _run("--config", _config(tmp_path, url, tiny_generator, "fancy"), "ask", QUESTION)
     assert r.exit_code == 1 and "api must be completions or chat" in r.output
+
+
+def test_stream_batch_streams_each_and_stops_one_alone(served, tiny_generator):
+    """What `rag serve` calls with its batches: each sequence streams to its own reader; a
+    reader that fails or a sequence cancelled stops alone, the others finish."""
+    from rag.openai_backend import OpenAIGenerator
+
+    url, app, local = served
+    remote = OpenAIGenerator(url, str(tiny_generator))
+    options = GenerationOptions(max_new_tokens=12)
+    prompts = ["第42条 学長は", "休学の期間は", "授業料を"]
+    got = [[], [], []]
+
+    def failing(piece):
+        raise RuntimeError("reader gone")
+
+    gone = threading.Event()
+    gone.set()
+    out = remote.stream_batch(prompts + ["学生は"], options,
+                              on_text=[got[0].append, failing, got[2].append, None],
+                              cancelled=[threading.Event(), threading.Event(),
+                                         threading.Event(), gone])
+    expected = [local.generate(p, options).text for p in prompts]
+    assert out[0].text == "".join(got[0]) == expected[0] and not out[0].cancelled
+    assert out[2].text == "".join(got[2]) == expected[2] and not out[2].cancelled
+    assert out[1].cancelled and out[3].cancelled and out[3].text == ""
