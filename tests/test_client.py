@@ -149,6 +149,17 @@ def test_errors_name_the_server(served, corpus_index):
     assert r.exit_code == 0 and "[1]" in r.stdout
 
 
+def test_server_from_rag_toml(served, tmp_path):
+    url, _ = served
+    conf = tmp_path / "rag.toml"
+    conf.write_text(f'server = "{url}"\n')
+    r = _run("--config", conf, "search", QUESTION, "-k", 1, "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1
+    conf.write_text('server = 5\n')
+    r = _run("--config", conf, "search", QUESTION)
+    assert r.exit_code == 1 and "server must be a string" in r.output
+
+
 def test_a_cold_search_with_a_server_is_light(served):
     """The point of --server: no model, no index, no numpy in the client process."""
     url, _ = served
