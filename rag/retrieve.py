@@ -127,7 +127,11 @@ class Retriever:
             return True
         i = min(range(len(self.passages)), key=lambda j: len(self.passages[j].search_text()))
         text = self.info.passage_prefix + self.passages[i].search_text()
-        return encoder.matches(text, self.index.dense.reconstruct(i))
+        try:
+            stored = self.index.dense.reconstruct(i)
+        except RuntimeError:             # a FAISS index that cannot give vectors back
+            return False
+        return encoder.matches(text, stored)
 
     def _check_embedder(self, revision: str, dimension: int) -> None:
         info = self.info
