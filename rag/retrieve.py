@@ -82,6 +82,7 @@ class Retriever:
         self._embedder_args = dict(device=device, trust_remote_code=trust_remote_code)
         self._embedder: Embedder | None = None
         self._query_encoder = None
+        self.query_encoder_kind: str | None = None     # "numpy" or "sentence-transformers"
         self.tokenizer = JapaneseTokenizer()
 
     @property
@@ -116,8 +117,10 @@ class Retriever:
             if encoder is not None:
                 prefix = self.info.query_prefix
                 self._query_encoder = lambda texts: encoder.encode([prefix + t for t in texts])
+                self.query_encoder_kind = "numpy"
             else:
                 self._query_encoder = self.embedder.embed_queries
+                self.query_encoder_kind = "sentence-transformers"
         return self._query_encoder
 
     def _reproduces_the_index(self, encoder) -> bool:

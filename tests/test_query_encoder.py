@@ -85,7 +85,8 @@ def test_an_encoder_that_does_not_reproduce_the_index_is_not_used(corpus_index,
     real = NumpyQueryEncoder.encode
     monkeypatch.setattr(NumpyQueryEncoder, "encode", lambda self, texts: real(self, texts) * 0.9)
     retriever = Retriever(corpus_index)
-    assert retriever.query_encoder == retriever.embedder.embed_queries   # sentence-transformers
+    retriever.warm("dense")
+    assert retriever.query_encoder_kind == "sentence-transformers"
 
 
 def test_search_ranks_the_same_with_either_encoder(corpus_index, monkeypatch):
@@ -93,9 +94,12 @@ def test_search_ranks_the_same_with_either_encoder(corpus_index, monkeypatch):
 
     questions = ["除籍になるのはどんな場合？", "休学の期間は？", "授業料を納めないとどうなる"]
     fast = Retriever(corpus_index)
-    assert not callable(getattr(fast.query_encoder, "__self__", None))   # the numpy path
+    fast.warm("dense")
+    assert fast.query_encoder_kind == "numpy"
     monkeypatch.setenv("RAG_QUERY_ENCODER", "sentence-transformers")
     slow = Retriever(corpus_index)
+    slow.warm("dense")
+    assert slow.query_encoder_kind == "sentence-transformers"
     for mode in ("dense", "hybrid"):
         a = fast.search_many(questions, k=8, mode=mode)
         b = slow.search_many(questions, k=8, mode=mode)
@@ -129,3 +133,17 @@ def test_help_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stderr
+
+
+def test_an_hnsw_index_uses_the_numpy_encoder_too(tiny_embedder, tmp_path):
+    from conftest import CORPUS
+    from ingest.pipeline import IngestSettings, ingest
+    from rag.retrieve import Retriever
+
+    index = tmp_path / "hnsw"
+    ingest([CORPUS / "学則.txt"], index, IngestSettings(embedder=str(tiny_embedder),
+                                                        dense="hnsw"))
+    retriever = Retriever(index)
+    retriever.warm("dense")
+    assert retriever.query_encoder_kind == "numpy"
+    assert retriever.search("除籍", k=3, mode="dense")
