@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ class NumpyQueryEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length)
         self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
 
@@ -177,8 +179,10 @@ class NumpyQueryEncoder:
     # ------------------------------------------------------------------ encoding
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Normalised float32 vectors, one row per text."""
-        with _one_blas_thread():
+        """Normalised float32 vectors, one row per text. One call at a time (a server
+        searches from several threads): the BLAS thread limit is process-wide, and
+        two calls restoring it out of order would leave it at one thread for good."""
+        with self._lock, _one_blas_thread():
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:

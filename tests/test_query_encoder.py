@@ -147,3 +147,13 @@ def test_an_hnsw_index_uses_the_numpy_encoder_too(tiny_embedder, tmp_path):
     retriever.warm("dense")
     assert retriever.query_encoder_kind == "numpy"
     assert retriever.search("除籍", k=3, mode="dense")
+
+
+def test_concurrent_questions_get_their_own_vectors(tiny_embedder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = NumpyQueryEncoder.load(str(tiny_embedder))
+    expected = encoder.encode(QUESTIONS)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: encoder.encode([QUESTIONS[i % 5]])[0], range(40)))
+    assert all(np.array_equal(v, expected[i % 5]) for i, v in enumerate(got))
