@@ -20,6 +20,9 @@ MODES = ("hybrid", "dense", "bm25")
 class Config:
     index: str = setting("indexes/default", section="index", env="RAG_INDEX",
                          help="Where `rag ingest` writes and the other commands read.")
+    server: str | None = setting(None, env="RAG_SERVER", help=(
+        "A running `rag serve` (http://host:port) that `rag ask` and `rag search` send the "
+        "question to instead of loading the index and the model here."))
     paths: list[str] = setting(factory=lambda: ["corpus"], section="ingest", help=(
         "Documents `rag ingest` reads when given no paths and the index records none."))
     embedder: str | None = setting(None, section="ingest", env="RAG_EMBEDDER", help=(
@@ -76,10 +79,25 @@ class Config:
     gen_device: str | None = setting(None, section="generate", key="device",
                                      help="Device of the generator (default: automatic).")
     backend: str = setting("auto", section="generate", help=(
-        "transformers, ctranslate2 (a directory made by `rag models export --to ct2`), or "
-        "auto: ctranslate2 for such a directory, else transformers."))
+        "transformers, ctranslate2 (a directory made by `rag models export --to ct2`), "
+        "openai (an OpenAI-compatible server at base_url generates; retrieval stays here), "
+        "or auto: ctranslate2 for such a directory, else transformers."))
     threads: int = setting(0, section="generate", help=(
         "CPU threads of the CTranslate2 backend (0: its default)."))
+    base_url: str | None = setting(None, section="generate", env="RAG_OPENAI_BASE_URL", help=(
+        "The openai backend's server, e.g. http://gpu01:8001/v1 (vLLM)."))
+    api: str = setting("completions", section="generate", help=(
+        "The openai backend's endpoint: completions (the rendered prompt, as generated "
+        "here: vLLM, llama.cpp) or chat (the prompt as one user message)."))
+    api_key: str | None = setting(None, section="generate", env="RAG_OPENAI_API_KEY", help=(
+        "The openai backend's bearer token (else $OPENAI_API_KEY); better in the "
+        "environment than in a file."))
+    tokenizer: str | None = setting(None, section="generate", help=(
+        "The openai backend's tokenizer for counting prompt tokens (default: model); "
+        "give it when model is a served name such as a vLLM LoRA module's."))
+    context_window: int = setting(0, section="generate", help=(
+        "The openai backend's context window in tokens (0: the server's max_model_len, "
+        "else the tokenizer's)."))
     gen_trust_remote_code: bool = setting(False, section="generate", key="trust_remote_code",
                                           help="Run the generator repository's own code.")
     source: str = field(default="defaults", metadata={"internal": True})   # the file read
@@ -115,9 +133,13 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("k", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}: {key} must be a positive integer")
-    if cfg.backend not in ("auto", "transformers", "ctranslate2"):
-        raise ConfigError(f"{where}: backend must be auto, transformers or ctranslate2, not "
-                          f"{cfg.backend!r}")
+    if cfg.backend not in ("auto", "transformers", "ctranslate2", "openai"):
+        raise ConfigError(f"{where}: backend must be auto, transformers, ctranslate2 or "
+                          f"openai, not {cfg.backend!r}")
+    if cfg.api not in ("completions", "chat"):
+        raise ConfigError(f"{where}: api must be completions or chat, not {cfg.api!r}")
+    if cfg.context_window < 0:
+        raise ConfigError(f"{where}: context_window must be 0 or more")
     if cfg.threads < 0:
         raise ConfigError(f"{where}: threads must be 0 or more")
     if cfg.min_score is not None and not -1 <= cfg.min_score <= 1:

@@ -87,6 +87,27 @@ def resolve_adapter(cfg: Config, opts: ModelOptions, log: Log = lambda s: None) 
     return opts.adapter if opts.adapter is not None else configured_adapter(cfg, log)
 
 
+def _openai_generator(cfg: Config, opts: ModelOptions, max_new_tokens: int,
+                      log: Log) -> Generator:
+    """Generation on an OpenAI-compatible server (rag/openai_backend.py)."""
+    from .openai_backend import OpenAIGenerator
+
+    if opts.adapter:
+        raise ModelError("with [generate] backend = \"openai\" the server applies the adapter "
+                         "(vLLM: --lora-modules NAME=PATH); give its served name as --model")
+    if cfg.adapter and not opts.no_adapter:
+        log(f"configured adapter {cfg.adapter} not applied here: the openai backend's server "
+            "serves the model (and its adapter) named by [generate] model")
+    model = opts.model or cfg.model
+    log(f"generating with {model} on {cfg.base_url} (OpenAI-compatible, {cfg.api})")
+    generator = OpenAIGenerator(
+        cfg.base_url or "", model, api=cfg.api, tokenizer=cfg.tokenizer, api_key=cfg.api_key,
+        context_window=cfg.context_window,
+        trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code))
+    _check_room(generator, max_new_tokens)
+    return generator
+
+
 def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
                     log: Log = lambda s: None) -> Generator:
     """The generator (+ adapter). With an adapter and no model: the model the adapter
@@ -96,6 +117,8 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
     from .models import base_model_for
 
     model = opts.model
+    if cfg.backend == "openai":
+        return _openai_generator(cfg, opts, max_new_tokens, log)
     if cfg.backend == "ctranslate2" or (cfg.backend == "auto" and is_export(
             model or cfg.model)):
         # An export carries its adapter merged in; a configured adapter does not apply.

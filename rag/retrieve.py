@@ -81,6 +81,8 @@ class Retriever:
                 f"it with `rag ingest --embedder {embedder}`")
         self._embedder_args = dict(device=device, trust_remote_code=trust_remote_code)
         self._embedder: Embedder | None = None
+        self._query_encoder = None
+        self.query_encoder_kind: str | None = None     # "numpy" or "sentence-transformers"
         self.tokenizer = JapaneseTokenizer()
 
     @property
@@ -89,22 +91,63 @@ class Retriever:
 
     @property
     def embedder(self) -> Embedder:
+        """The index's sentence-transformers model (torch, transformers: seconds to import)."""
         if self._embedder is None:
             info = self.info
             model = Embedder(info.name, query_prefix=info.query_prefix,
                              passage_prefix=info.passage_prefix, **self._embedder_args)
-            if model.dimension != info.dimension or model.revision != info.revision:
-                raise EmbedderMismatch(
-                    f"embedder {info.name!r} is not the model index {self.index_dir} was "
-                    f"built with (revision {model.revision} vs {info.revision}, dimension "
-                    f"{model.dimension} vs {info.dimension}); re-run `rag ingest`")
+            self._check_embedder(model.revision, model.dimension)
             self._embedder = model
         return self._embedder
+
+    @property
+    def query_encoder(self):
+        """What embeds questions: ingest.query_encoder's numpy encoder when the index's
+        embedder is a model it runs exactly (no torch import: a cold `rag search` answers
+        in about a second), else the sentence-transformers model."""
+        if self._query_encoder is None:
+            from ingest.embedder import resolve_revision
+            from ingest.query_encoder import NumpyQueryEncoder
+
+            encoder = NumpyQueryEncoder.load(self.info.name, **self._embedder_args)
+            if encoder is not None:
+                self._check_embedder(resolve_revision(self.info.name), encoder.dimension)
+                if not self._reproduces_the_index(encoder):
+                    encoder = None
+            if encoder is not None:
+                prefix = self.info.query_prefix
+                self._query_encoder = lambda texts: encoder.encode([prefix + t for t in texts])
+                self.query_encoder_kind = "numpy"
+            else:
+                self._query_encoder = self.embedder.embed_queries
+                self.query_encoder_kind = "sentence-transformers"
+        return self._query_encoder
+
+    def _reproduces_the_index(self, encoder) -> bool:
+        """Whether `encoder` gives the vector sentence-transformers stored for the index's
+        shortest passage: the tokenizer and the forward pass checked on real text."""
+        if not self.passages:
+            return True
+        i = min(range(len(self.passages)), key=lambda j: len(self.passages[j].search_text()))
+        text = self.info.passage_prefix + self.passages[i].search_text()
+        try:
+            stored = self.index.dense.reconstruct(i)
+        except RuntimeError:             # a FAISS index that cannot give vectors back
+            return False
+        return encoder.matches(text, stored)
+
+    def _check_embedder(self, revision: str, dimension: int) -> None:
+        info = self.info
+        if dimension != info.dimension or revision != info.revision:
+            raise EmbedderMismatch(
+                f"embedder {info.name!r} is not the model index {self.index_dir} was "
+                f"built with (revision {revision} vs {info.revision}, dimension "
+                f"{dimension} vs {info.dimension}); re-run `rag ingest`")
 
     def warm(self, mode: str = "hybrid") -> None:
         """Load what `mode` needs now, so the first query's latency is only the search."""
         if mode in ("dense", "hybrid"):
-            self.embedder  # noqa: B018 - loads the model
+            self.query_encoder  # noqa: B018 - loads the model
         self.tokenizer.tokenize("規程")
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
@@ -187,7 +230,7 @@ class Retriever:
 
     def _dense(self, queries: list[str], depth: int):
         """Ranked (passage index, cosine) per query, and the query vectors."""
-        vecs = self.embedder.embed_queries(queries)
+        vecs = self.query_encoder(queries)
         scores, ids = self.index.dense.search(vecs, depth)
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
                 for row_i, row_s in zip(ids, scores)], vecs

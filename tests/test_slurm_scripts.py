@@ -64,3 +64,36 @@ def test_a_run_that_finished_anyway_is_not_requeued(tmp_path):
     assert rc == 0 and calls == ""
     rc, calls = _run_child(tmp_path, 3)             # a crash keeps its exit code
     assert rc == 3 and calls == ""
+
+
+def test_vllm_serve_script_merges_the_adapter_then_serves_it(tmp_path, tiny_generator,
+                                                              tiny_adapter):
+    """scripts/slurm/vllm-serve.sbatch with a stub vllm: the adapter is merged once (vLLM's
+    GPT-NeoX takes no LoRA), the merged model is served under the name the client asks
+    for, and the log says how to point [generate] base_url at it."""
+    vllm = _stub(tmp_path / "vllm", f'echo "$@" >> {tmp_path}/vllm.log\n')
+    merged = tmp_path / "merged"
+    env = _env(tmp_path, RAG_VLLM=str(vllm), RAG_VLLM_MODEL=str(tiny_generator),
+               RAG_VLLM_ADAPTER=str(tiny_adapter), RAG_VLLM_MERGED=str(merged),
+               RAG_VLLM_PORT="8123", RAG_PYTHON=sys.executable, PYTHONPATH=str(REPO),
+               RAG_OPENAI_API_KEY="k")
+    script = ["bash", "scripts/slurm/vllm-serve.sbatch"]
+    proc = subprocess.run(script, cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (merged / "config.json").is_file() and "merging" in proc.stderr
+    assert (tmp_path / "vllm.log").read_text().split() == [
+        "serve", str(merged), "--host", "0.0.0.0", "--port", "8123", "--max-model-len",
+        "2048", "--served-model-name", "rag"]
+    assert 'backend = "openai"' in proc.stderr and ":8123/v1" in proc.stderr
+    assert 'model = "rag"' in proc.stderr and f'tokenizer = "{tiny_generator}"' in proc.stderr
+    again = subprocess.run(script, cwd=REPO, capture_output=True, text=True,
+                           env={**env, "RAG_VLLM_LORA": "lora"}, timeout=120)
+    assert again.returncode == 0 and "merging" not in again.stderr
+    assert (tmp_path / "vllm.log").read_text().splitlines()[-1].split() == [
+        "serve", str(tiny_generator), "--host", "0.0.0.0", "--port", "8123",
+        "--max-model-len", "2048", "--enable-lora", "--lora-modules", f"rag={tiny_adapter}",
+        "--max-lora-rank", "64"]
+    bad = subprocess.run(script, cwd=REPO, capture_output=True, text=True,
+                         env={**env, "RAG_VLLM_ADAPTER": str(tmp_path / "nope")}, timeout=60)
+    assert bad.returncode == 2 and "not found" in bad.stderr

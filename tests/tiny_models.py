@@ -107,3 +107,46 @@ def make_lora_adapter(base: Path, out: Path, *, seed: int = 0) -> Path:
                 p.normal_(0, 0.5)
     peft_model.save_pretrained(out, safe_serialization=True)
     return Path(out)
+
+
+def build_tiny_modernbert_sentence_transformer(out: Path, texts: list[str], *, dim: int = 32,
+                                               layers: int = 4, local_attention: int = 8,
+                                               seed: int = 0) -> Path:
+    """A 4-layer random ModernBERT (ruri-v3's architecture: rotary positions with a theta
+    per layer kind, a sliding window on two layers of three, gated MLP, no biases) + mean
+    pooling, saved as an ST model. The window is small so short texts cross it."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import processors
+    from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+
+    out = Path(out)
+    raw = train_wordpiece(texts)
+    cls, sep = raw.token_to_id("[CLS]"), raw.token_to_id("[SEP]")
+    raw.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]",
+                                        pad_token="[PAD]", cls_token="[CLS]",
+                                        sep_token="[SEP]", mask_token="[MASK]",
+                                        model_max_length=512)
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=raw.get_vocab_size(), hidden_size=dim, num_hidden_layers=layers,
+        num_attention_heads=2, intermediate_size=dim * 2, max_position_embeddings=512,
+        local_attention=local_attention, global_attn_every_n_layers=3,
+        pad_token_id=raw.token_to_id("[PAD]"), cls_token_id=cls, sep_token_id=sep,
+        bos_token_id=cls, eos_token_id=sep, attn_implementation="eager")
+    body = out / "modernbert"
+    model = ModernBertModel(config)
+    with torch.no_grad():           # norms away from 1/0 so that a wrong one shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.3)
+    model.save_pretrained(body)
+    tokenizer.save_pretrained(body)
+    word = Transformer(str(body), max_seq_length=512)
+    pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(out))
+    return out

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import MODES
-from ..factory import AnswerOptions, ModelOptions, build_answerer
+from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
 
 
@@ -64,24 +64,36 @@ def generation_options(f):
 
 
 def _print_sources(answer) -> None:
-    if not answer.sources:
+    print_sources([s.to_json() for s in answer.sources], answer.abstained)
+
+
+def print_sources(sources: list[dict], abstained: bool) -> None:
+    """The grounds as `rag ask` lists them, from the JSON form of its sources (a local
+    answer's, or a server's)."""
+    if not sources:
         return
-    click.echo(click.style("近い条文:" if answer.abstained else "根拠:", bold=True))
-    for i, s in enumerate(answer.sources, start=1):
-        p = s.passage
-        cite = " ".join(x for x in (p.title, p.label) if x)
-        page = f" p.{p.page}" if p.page else ""
-        via = f"（{s.via}から参照）" if s.via else ""
+    click.echo(click.style("近い条文:" if abstained else "根拠:", bold=True))
+    for i, s in enumerate(sources, start=1):
+        cite = " ".join(x for x in (s.get("title"), label(s)) if x)
+        page = f" p.{s['page']}" if s.get("page") else ""
+        via = f"（{s['cross_reference_from']}から参照）" if s.get("cross_reference_from") else ""
         click.echo(f"[{i}] {click.style(cite, fg='cyan')}{via}  "
-                   f"{click.style(p.source + page, dim=True)}")
+                   f"{click.style(str(s.get('source', '')) + page, dim=True)}")
 
 
-def _timing_line(answer) -> str:
-    t = answer.timings
+def label(citation: dict) -> str:
+    """第42条（除籍）第2項, from a JSON citation (Passage.label of the dict form)."""
+    caption = f"（{citation['caption']}）" if citation.get("caption") else ""
+    return f"{citation.get('article') or ''}{caption}{citation.get('paragraph') or ''}"
+
+
+def _timing_line(timings: dict) -> str:
+    t = timings
     parts = []
     if "retrieval_ms" in t:
         parts.append(f"retrieval {t['retrieval_ms']:.0f} ms")
-    parts.append(f"model load {t['model_load_s']:.1f} s")
+    if t.get("model_load_s") is not None:
+        parts.append(f"model load {t['model_load_s']:.1f} s")
     if t.get("first_token_ms") is not None:
         parts.append(f"first token {t['first_token_ms']:.0f} ms")
     if t.get("prefill_tokens_per_s"):
@@ -93,6 +105,22 @@ def _timing_line(answer) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
+def server_option(f):
+    return click.option(
+        "--server", metavar="URL", help="Send the question to a running `rag serve` "
+        "(http://host:port) instead of loading the index and model here; its settings "
+        "apply [config: server; env RAG_SERVER; --server '' answers locally]. "
+        "RAG_API_TOKEN is sent as its bearer token.")(f)
+
+
+def _ignored_with_server(ctx, names: list[str]) -> None:
+    given = [n for n in names
+             if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-").removesuffix("-dir") for n in given)
+        dim_log(f"note: {flags} not used with --server (the server's settings apply)")
+
+
 @click.command()
 @click.argument("question")
 @generation_options
@@ -101,16 +129,27 @@ def _timing_line(answer) -> str:
 @click.option("--show-context", is_flag=True, help="Print the prompt given to the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print {question, answer, abstained, "
               "sources: [{n, source, article, score, ...}], timings} instead of streaming.")
+@server_option
 @click.pass_context
-def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json):
+def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json,
+        server):
     """Answer QUESTION from the regulations, citing the articles used.
 
     The answer streams as it is generated, then its grounds are listed. When nothing
     relevant is retrieved (see --min-score) it says the regulations do not appear to
     cover the question and shows the nearest passages instead of guessing.
     """
+    cfg = config(ctx)
+    server = pick(server, cfg.server)
+    if server:
+        _ignored_with_server(ctx, ["index_dir", "k", "mode", "model", "adapter", "no_adapter",
+                                   "temperature", "min_score", "device", "dtype",
+                                   "allow_pickle", "trust_remote_code", "show_context"])
+        _ask_server(server, question, answer_options.max_new_tokens, not no_retrieval,
+                    as_json)
+        return
     log = (lambda s: None) if as_json else dim_log
-    answerer = build_answerer(config(ctx), model_options, answer_options,
+    answerer = build_answerer(cfg, model_options, answer_options,
                               retrieval=not no_retrieval, log=log)
     stream = None if as_json else (lambda t: click.echo(t, nl=False))
     answer = answerer.ask(question, retrieval=not no_retrieval, on_text=stream)
@@ -126,7 +165,26 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
         click.echo(click.style("--- prompt ---\n" + answer.prompt + "\n--- end ---", dim=True),
                    err=True)
     _print_sources(answer)
-    click.echo(click.style(_timing_line(answer), dim=True), err=True)
+    click.echo(click.style(_timing_line(answer.timings), dim=True), err=True)
+
+
+def _ask_server(url: str, question: str, max_new_tokens: int | None, retrieval: bool,
+                as_json: bool) -> None:
+    """`rag ask --server`: the same output as answering here, from `rag serve`."""
+    from ..client import Client
+
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    client = Client(url)
+    if as_json:
+        echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval))
+        return
+    answer = client.ask_stream(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
+                               on_text=lambda t: click.echo(t, nl=False))
+    click.echo()
+    print_sources(answer.get("sources") or [], bool(answer.get("abstained")))
+    timings = dict(answer.get("timings") or {})
+    click.echo(click.style(_timing_line(timings) + f" via {client.url}", dim=True), err=True)
 
 
 @click.command()

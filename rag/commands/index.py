@@ -10,6 +10,7 @@ import click
 
 from ..config import MODES
 from ..factory import build_retriever, pick
+from .answer import server_option
 from .common import config, echo_json
 
 
@@ -171,19 +172,24 @@ def inspect(ctx, files, brief, as_json):
         sys.exit(1)
 
 
-def _print_hits(query: str, hits, full: bool) -> None:
+def _print_hits(query: str, hits: list[dict], full: bool) -> None:
+    """One question's results as `rag search` prints them, from their JSON form (local
+    hits' or a server's)."""
+    from .answer import label
+
     click.echo(click.style(f"Q: {query}", bold=True))
     if not hits:
         click.echo("  (no matching passages)")
     for h in hits:
-        p = h.passage
-        page = f" p.{p.page}" if p.page else ""
-        cite = " ".join(x for x in (p.title, p.label) if x)
-        click.echo(f"[{h.rank}] {click.style(cite, fg='cyan')}  "
-                   f"{click.style(p.source + page, dim=True)}  score {h.score:.4f}")
-        if p.heading:
-            click.echo(f"    {p.heading}")
-        text = p.text if full or len(p.text) <= 240 else p.text[:240] + "…"
+        page = f" p.{h['page']}" if h.get("page") else ""
+        cite = " ".join(x for x in (h.get("title"), label(h)) if x)
+        click.echo(f"[{h['rank']}] {click.style(cite, fg='cyan')}  "
+                   f"{click.style(str(h.get('source', '')) + page, dim=True)}  "
+                   f"score {h['score']:.4f}")
+        if h.get("heading"):
+            click.echo(f"    {h['heading']}")
+        text = h.get("text") or ""
+        text = text if full or len(text) <= 240 else text[:240] + "…"
         for line in text.splitlines():
             click.echo(f"    {line}")
     click.echo()
@@ -210,9 +216,10 @@ def _print_hits(query: str, hits, full: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
               "article, heading, text, ...}; with --queries one object a line: "
               "{query, id, results}.")
+@server_option
 @click.pass_context
 def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
-           as_json):
+           as_json, server):
     """Find the passages of the regulations that answer QUESTION."""
     if bool(question) == bool(queries_file):
         raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
@@ -221,18 +228,35 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
     cfg = config(ctx)
     from ..questions import read_queries
 
-    k, mode = pick(k, cfg.k), pick(mode, cfg.mode)
     queries = read_queries(queries_file) if queries_file else [{"query": question}]
+    server = pick(server, cfg.server)
+    if server:
+        from ..client import Client
+        from .answer import _ignored_with_server
+
+        _ignored_with_server(ctx, ["index_dir", "embedder", "device", "no_expand"])
+        client = Client(server)
+        # k and mode go only when given: otherwise the server's settings apply.
+        results = [client.search(q["query"], k=k, mode=mode) for q in queries]
+        _print_results(queries, results, as_json, bool(queries_file), full)
+        return
+    k, mode = pick(k, cfg.k), pick(mode, cfg.mode)
     # Only search checks an explicit embedder (flag or RAG_EMBEDDER) against the index's.
     retriever = build_retriever(cfg, index_dir, mode,
                                 embedder=embedder or os.environ.get("RAG_EMBEDDER"),
                                 device=device, expand=not no_expand)
     results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
+    _print_results(queries, [[h.to_json() for h in hits] for hits in results], as_json,
+                   bool(queries_file), full)
+
+
+def _print_results(queries: list[dict], results: list[list[dict]], as_json: bool,
+                   many: bool, full: bool) -> None:
     for q, hits in zip(queries, results):
-        if as_json and queries_file:
-            echo_json({**q, "results": [h.to_json() for h in hits]})
+        if as_json and many:
+            echo_json({**q, "results": hits})
         elif as_json:
-            click.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+            click.echo(json.dumps(hits, ensure_ascii=False, indent=1))
         else:
             _print_hits(q["query"], hits, full)
 
