@@ -144,7 +144,8 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
     if server:
         _ignored_with_server(ctx, ["index_dir", "k", "mode", "model", "adapter", "no_adapter",
                                    "temperature", "min_score", "device", "dtype",
-                                   "allow_pickle", "trust_remote_code", "show_context"])
+                                   "allow_pickle", "trust_remote_code", "show_context",
+                                   "context_tokens", "strict"])
         _ask_server(server, question, answer_options.max_new_tokens, not no_retrieval,
                     as_json)
         return
