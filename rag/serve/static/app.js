@@ -159,13 +159,18 @@
     const summary = el("summary");
     summary.appendChild(el("span", "src-n", `[${s.n || i + 1}]`));
     summary.appendChild(el("span", "src-title", s.title || s.source || ""));
+    // 第42条（除籍）stays together on one line where it fits.
+    const article = el("span", "src-article");
     if (typeof s.article === "string") {
-      if (s.article) summary.appendChild(el("span", "src-label", s.article));
-      if (s.caption) summary.appendChild(el("span", "src-caption", `（${s.caption}）`));
-      if (s.paragraph) summary.appendChild(el("span", "src-paragraph", String(s.paragraph)));
+      if (s.article) article.appendChild(el("span", "src-label", s.article));
+      if (s.caption) article.appendChild(el("span", "src-caption", `（${s.caption}）`));
     } else if (s.label) {
       // Passage.label: 第42条（除籍）第2項, caption and 項 included.
-      summary.appendChild(el("span", "src-label", s.label));
+      article.appendChild(el("span", "src-label", s.label));
+    }
+    if (article.childNodes.length) summary.appendChild(article);
+    if (typeof s.article === "string" && s.paragraph) {
+      summary.appendChild(el("span", "src-paragraph", String(s.paragraph)));
     }
     if (s.cross_reference_from) {
       summary.appendChild(el("span", "src-ref", `${s.cross_reference_from}から参照`));
