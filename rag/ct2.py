@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator
+from .generator import Generation, GenerationOptions, Generator, SequenceStream
 from .models import ModelError, load_tokenizer
 from .prompt import PROMPT_VERSION
 
@@ -194,21 +195,44 @@ class CT2Generator(Generator):
 
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
-        batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
+        greedy = GenerationOptions(options.max_new_tokens, fixed_length=options.fixed_length)
         started = time.perf_counter()
-        results = self.model.generate_batch(
-            batch, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
-            include_prompt_in_result=False, sampling_topk=1,
-            min_length=options.max_new_tokens if options.fixed_length else 0)
+        out = self.stream_batch(prompts, greedy)
         elapsed = time.perf_counter() - started
-        out = []
-        for r in results:
-            ids = r.sequences_ids[0]
-            stopped = len(ids) < options.max_new_tokens
-            text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
-                                         skip_special_tokens=True)
-            out.append(Generation(text, len(ids) + (1 if stopped else 0), None, None, stopped))
         total = sum(g.new_tokens for g in out)
         for g in out:
+            g.first_token_ms = None
             g.tokens_per_s = total / elapsed if elapsed > 0 else None
         return out
+
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Several prompts decoded together by CTranslate2; its per-step callback streams
+        each sequence's tokens, and answering True stops that sequence alone."""
+        batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
+        streams = [SequenceStream(self.tokenizer, cb) for cb in (on_text or [None] * len(batch))]
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+        limit, fixed = options.max_new_tokens, options.fixed_length
+        # CTranslate2 forwards the prompts up to the shortest one's length at once and
+        # feeds the rest of each longer prompt through its decoding loop, reporting those
+        # tokens as steps (and counting them in max_length): skip them.
+        shortest = min(len(b) for b in batch)
+        offsets = [len(b) - shortest for b in batch]
+        self._cancel.clear()
+
+        def step(result) -> bool:
+            i = result.batch_id
+            if result.step < offsets[i]:
+                return False
+            going = streams[i].push(result.token_id, self.stop_ids, fixed,
+                                    cancelled[i].is_set() or self._cancel.is_set())
+            return not going or len(streams[i].ids) >= limit      # True stops this one
+
+        started = time.perf_counter()
+        longest = max(offsets)
+        self.model.generate_batch(
+            batch, max_length=limit + longest, end_token=self.stop_ids or None,
+            include_prompt_in_result=False, callback=step,
+            min_length=limit + longest if fixed else 0, **self._sampling(options))
+        return [s.result(started) for s in streams]

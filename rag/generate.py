@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator
+from .generator import Generation, GenerationOptions, Generator, SequenceStream
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
@@ -114,6 +114,90 @@ class TransformersGenerator(Generator):
         for g in out:
             g.tokens_per_s = total / elapsed if elapsed > 0 else None
         return out
+
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Several prompts decoded together, one forward pass per step over the batch.
+
+        Prompts are left-padded (positions count real tokens only, as `generate` counts
+        them, so greedy answers are the same); a sequence that ends (end-of-text, its
+        limit, `cancelled[i]`, its `on_text` failing) leaves the batch and the KV cache,
+        so the rest decode at the cost of the rows still running."""
+        torch = self._torch
+        n = len(prompts)
+        streams = [SequenceStream(self.tokenizer, cb)
+                   for cb in (on_text or [None] * n)]
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+        # One encode per prompt, never `padding=True`: that changes the tokenizer's state,
+        # which other threads of a server read at the same time.
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        for ids in encoded:
+            if len(ids) + options.max_new_tokens > self.context_window:
+                raise GeneratorError(f"a prompt ({len(ids)} tokens) + max_new_tokens "
+                                     f"({options.max_new_tokens}) exceeds the context window "
+                                     f"({self.context_window})")
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (
+            self.stop_ids[0] if self.stop_ids else 0)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded],
+                                 device=self.device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
+                                 device=self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        rows = list(range(n))            # which sequence each row of the batch is
+        past = None
+        self._cancel.clear()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for step in range(options.max_new_tokens):
+                out = self.model(input_ids=input_ids, attention_mask=attention,
+                                 position_ids=positions, use_cache=True,
+                                 **{self._cache_argument: past})
+                past = getattr(out, "cache", None)
+                past = out.past_key_values if past is None else past
+                next_ids = self._next_tokens(out.logits[:, -1, :].float(), options)
+                last_step = step + 1 == options.max_new_tokens
+                keep = [row for row, (i, token) in enumerate(zip(rows, next_ids.tolist()))
+                        if streams[i].push(token, self.stop_ids, options.fixed_length,
+                                           cancelled[i].is_set() or self._cancel.is_set())
+                        and not last_step]
+                if not keep:
+                    break
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=self.device)
+                    past.batch_select_indices(index)
+                    next_ids, attention, positions = (next_ids[index], attention[index],
+                                                      positions[index])
+                    rows = [rows[row] for row in keep]
+                input_ids = next_ids[:, None]
+                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+        return [s.result(started) for s in streams]
+
+    @functools.cached_property
+    def _cache_argument(self) -> str:
+        """transformers renamed `past_key_values` to `cache` within 5.x."""
+        import inspect
+
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else (
+            self.model)
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else (
+            "past_key_values")
+
+    def _next_tokens(self, logits, options: GenerationOptions):
+        """Greedy, or sampled with temperature and top-p 0.95 as `generate` samples."""
+        torch = self._torch
+        if options.fixed_length and self.stop_ids:
+            logits[:, self.stop_ids] = float("-inf")
+        if options.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / options.temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > 0.95
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        choice = torch.multinomial(sorted_probs, 1)
+        return order.gather(-1, choice).squeeze(-1)
 
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
                  on_text: Callable[[str], None] | None = None) -> Generation:
