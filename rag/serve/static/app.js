@@ -283,7 +283,8 @@
           finished = true;
           if (data && typeof data === "object") {
             // The whole answer object: authoritative for the text and the sources.
-            if (typeof data.answer === "string" && (data.answer || !sawToken)) {
+            if (typeof data.answer === "string" && data.answer !== answerEl.textContent
+                && (data.answer || !sawToken)) {
               answerEl.textContent = data.answer;
             }
             if (Array.isArray(data.sources)) renderSources(data);
