@@ -94,7 +94,7 @@ def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
     add_openai_routes(app, state)
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
-    app.add_middleware(Guard, token=settings.token, limits=settings)
+    app.add_middleware(Guard, limits=settings)
     return app
 
 

@@ -66,10 +66,10 @@ async def send_error(send, status: int, message: str, headers=()) -> None:
 
 
 class Guard:
-    def __init__(self, app, *, token: str | None, limits):
-        """`limits`: an object with max_body_bytes and a `buckets` (TokenBuckets), read
-        on each request so a running server's limits can be changed (tests do)."""
-        self.app, self.token, self.limits = app, token, limits
+    def __init__(self, app, *, limits):
+        """`limits`: an object with `token`, `max_body_bytes` and `buckets`
+        (TokenBuckets), read on each request so a running server's limits can change."""
+        self.app, self.limits = app, limits
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -85,8 +85,8 @@ class Guard:
         path = scope["path"]
         if path.startswith(PROTECTED):
             headers = dict(scope["headers"])
-            if self.token and not _bearer_matches(headers.get(b"authorization", b""),
-                                                  self.token):
+            token = self.limits.token
+            if token and not _bearer_matches(headers.get(b"authorization", b""), token):
                 return await send_error(send, 401, "missing or wrong bearer token",
                                         [(b"www-authenticate", b"Bearer")])
             length = headers.get(b"content-length")
