@@ -109,6 +109,9 @@ def server(tmp_path_factory, tiny_embedder, tiny_generator):
     config = root / "rag.toml"
     config.write_text(f"""
 index = {json.dumps(str(index))}
+[search]
+# The tiny embedder is random: BM25 alone makes what the seed question finds certain.
+mode = "bm25"
 [generate]
 model = {json.dumps(str(tiny_generator))}
 max_new_tokens = {MAX_NEW_TOKENS}
@@ -342,13 +345,13 @@ def test_abstention_html_answers_tokens_and_errors(browser, server, tmp_path):
     assert page.locator("#ask-button").is_enabled()
     replies.append((503, json.dumps({"error": "queue full"}), "application/json"))
     page.click("#ask-button")
-    page.wait_for_function(
-        "document.getElementById('error').textContent.includes('混み合っている')")
+    page.wait_for_selector("#error:has-text('混み合っている')")      # (no eval under the CSP)
     replies.append((200, _sse(("token", {"text": "途切れる"})), "text/event-stream"))
     page.click("#ask-button")
-    page.wait_for_function(
-        "document.getElementById('error').textContent.includes('途切れました')")
+    page.wait_for_selector("#error:has-text('途切れました')")
 
     assert seen["dialogs"] == []
-    assert seen["errors"] == [], seen["errors"]
+    unexpected = [e for e in seen["errors"]         # the 401 and the 503 were the test's
+                  if not ("status of 401" in e or "status of 503" in e)]
+    assert unexpected == [], seen["errors"]
     context.close()
