@@ -142,6 +142,7 @@
     fbComment.value = "";
     fbStatus.textContent = "";
     fbSend.disabled = true;
+    fbSend.hidden = false;
     feedbackForm.querySelectorAll("button, textarea").forEach((b) => { if (b !== fbSend) b.disabled = false; });
     thumbs.forEach((b) => b.setAttribute("aria-pressed", "false"));
     result.hidden = false;
@@ -361,6 +362,7 @@
       }
       fbStatus.textContent = "ご意見ありがとうございました。";
       feedbackForm.querySelectorAll("button, textarea").forEach((b) => { b.disabled = true; });
+      fbSend.hidden = true;
     } catch (err) {
       fbStatus.textContent = "";
       showError("フィードバックを送信できませんでした。もう一度お試しください。");
