@@ -58,9 +58,11 @@ def _chromium() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed "
-        "(pip install -e '.[test]'); the page's browser test needs it")
+    try:
+        from playwright import sync_api
+    except ImportError as e:
+        pytest.skip(f"the playwright package cannot be imported ({e}; pip install -e "
+                    "'.[test]'): the page's browser test needs it")
     executable = _chromium()
     if not executable:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs "
@@ -91,10 +93,14 @@ def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_embedder, tiny_generator):
+def server(request, tmp_path_factory, browser):
     """`rag serve` in its own process, as a department starts it: a config file, the
-    index of 学則 and the <script> regulation, the tiny model; loopback, a free port."""
+    index of 学則 and the <script> regulation, the tiny model; loopback, a free port.
+    (The tiny models are built only once a browser is there: a skip costs nothing.)"""
     from ingest.pipeline import IngestSettings, ingest
+
+    tiny_embedder = request.getfixturevalue("tiny_embedder")
+    tiny_generator = request.getfixturevalue("tiny_generator")
 
     root = tmp_path_factory.mktemp("serve-page")
     docs = root / "corpus"
