@@ -370,6 +370,6 @@
     }
   });
 
-  if (!storedToken()) tokenForm.hidden = true;
-  question.focus();
+  // On a phone, focusing the box at once would cover the page with the keyboard.
+  if (!window.matchMedia("(pointer: coarse)").matches) question.focus();
 })();
