@@ -267,6 +267,22 @@ def test_a_student_asks_reads_the_articles_and_rates_the_answer(browser, server,
     with capsys.disabled():
         print(f"\nserve page screenshots: {shot}  {desktop}")
 
+    # A question no regulation speaks of (BM25 finds nothing): the server abstains and
+    # the page says so plainly; the previous answer's feedback is gone.
+    page.fill("#question", "qwxzqj")
+    page.click("#ask-button")
+    page.wait_for_selector("#abstain-notice:not([hidden])")
+    page.wait_for_selector("#feedback:not([hidden])")
+    assert "見当たりません" in page.text_content("#abstain-notice")
+    assert page.text_content("#answer").strip()
+    assert page.text_content("#fb-status") == ""
+    assert page.input_value("#fb-comment") == ""
+    assert page.get_attribute("#fb-up", "aria-pressed") == "false"
+    assert page.locator("#sources > li").count() == 0
+    assert page.locator("#sources-heading").is_hidden()
+    assert "近い条文" not in page.inner_text("#abstain-notice")      # there are none
+    page.screenshot(path=str(tmp_path / "serve-page-abstained.png"), full_page=True)
+
     assert seen["dialogs"] == []
     assert seen["errors"] == [], seen["errors"]       # CSP refusals would show here
     context.close()
@@ -314,6 +330,7 @@ def test_abstention_html_answers_tokens_and_errors(browser, server, tmp_path):
     assert asked[-1]["body"] == {"question": "学食の営業時間は？", "stream": True}
     assert page.locator("#abstain-notice").is_visible()
     assert "見当たりませんでした" in page.text_content("#abstain-notice")
+    assert "下に示すのは質問に近い条文です" in page.inner_text("#abstain-notice")
     assert page.text_content("#sources-heading") == "参考: 質問に近い条文"
     assert page.text_content("#answer") == html_answer
     assert page.locator("#answer img, #answer b").count() == 0

@@ -136,6 +136,7 @@
     answerEl.textContent = "";
     abstainNotice.hidden = true;
     sourcesHeading.textContent = "根拠となった条文";
+    sourcesHeading.hidden = false;
     sourcesEl.replaceChildren();
     noSources.hidden = true;
     feedbackForm.hidden = true;
@@ -199,7 +200,10 @@
     result.classList.toggle("abstained", abstained);
     sourcesHeading.textContent = abstained ? "参考: 質問に近い条文" : "根拠となった条文";
     sourcesEl.replaceChildren(...sources.map(renderSource));
-    noSources.hidden = sources.length > 0;
+    // Abstaining with nothing near: the notice says it all.
+    sourcesHeading.hidden = abstained && !sources.length;
+    $("abstain-nearest").hidden = !sources.length;
+    noSources.hidden = sources.length > 0 || abstained;
   }
 
   // ---- server-sent events over a fetch() POST (EventSource cannot POST) -------------
