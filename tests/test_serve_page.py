@@ -290,9 +290,9 @@ def test_a_student_asks_reads_the_articles_and_rates_the_answer(browser, server,
     context.close()
 
 
-def _sse(*events: tuple[str, dict]) -> str:
-    return "".join(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-                   for name, data in events)
+def _sse(*events: tuple[str, dict], newline: str = "\n") -> str:
+    return "".join(f"event: {name}{newline}data: {json.dumps(data, ensure_ascii=False)}"
+                   f"{newline}{newline}" for name, data in events)
 
 
 def test_abstention_html_answers_tokens_and_errors(browser, server, tmp_path):
@@ -350,7 +350,8 @@ def test_abstention_html_answers_tokens_and_errors(browser, server, tmp_path):
     replies.append((200, _sse(("token", {"text": "トークン付きの回答"}),
                               ("sources", {"abstained": False, "sources": []}),
                               ("done", {"id": "a-2", "question": SEED, "answer": "トークン付きの回答",
-                                        "abstained": False, "sources": []})),
+                                        "abstained": False, "sources": []}),
+                              newline="\r\n"),               # CRLF events parse too
                     "text/event-stream"))
     page.fill("#token-input", "s3cret")
     page.click("#token-save")                   # saves and asks the question again

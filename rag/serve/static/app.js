@@ -217,7 +217,8 @@
       const { value, done } = await reader.read();
       if (done) break;
       buffer += decoder.decode(value, { stream: true });
-      buffer = buffer.replace(/\r\n?/g, "\n");
+      // CRLF or CR line ends; a CR at the end of a read may be half of a CRLF.
+      buffer = buffer.replace(/\r\n|\r(?=[\s\S])/g, "\n");
       let cut;
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, cut);
@@ -225,7 +226,7 @@
         dispatch(block, onEvent);
       }
     }
-    buffer += decoder.decode();
+    buffer = (buffer + decoder.decode()).replace(/\r\n?/g, "\n");
     if (buffer.trim()) dispatch(buffer, onEvent);
   }
 
