@@ -220,13 +220,16 @@ class CT2Generator(Generator):
         shortest = min(len(b) for b in batch)
         offsets = [len(b) - shortest for b in batch]
         self._cancel.clear()
+        # The callback must not hold `self`: CTranslate2 may drop it on one of its own
+        # threads, and a last reference to the model dropped there aborts the process.
+        stop_ids, cancel_all = list(self.stop_ids), self._cancel
 
         def step(result) -> bool:
             i = result.batch_id
             if result.step < offsets[i]:
                 return False
-            going = streams[i].push(result.token_id, self.stop_ids, fixed,
-                                    cancelled[i].is_set() or self._cancel.is_set())
+            going = streams[i].push(result.token_id, stop_ids, fixed,
+                                    cancelled[i].is_set() or cancel_all.is_set())
             return not going or len(streams[i].ids) >= limit      # True stops this one
 
         started = time.perf_counter()

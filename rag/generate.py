@@ -120,10 +120,11 @@ class TransformersGenerator(Generator):
                      cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
         """Several prompts decoded together, one forward pass per step over the batch.
 
-        Prompts are left-padded (positions count real tokens only, as `generate` counts
-        them, so greedy answers are the same); a sequence that ends (end-of-text, its
-        limit, `cancelled[i]`, its `on_text` failing) leaves the batch and the KV cache,
-        so the rest decode at the cost of the rows still running."""
+        Each prompt is read alone (`_prefill`), then the batch decodes with left-padded
+        caches (positions count real tokens only, as `generate` counts them, so greedy
+        answers are the same); a sequence that ends (end-of-text, its limit,
+        `cancelled[i]`, its `on_text` failing) leaves the batch and the KV cache, so the
+        rest decode at the cost of the rows still running."""
         torch = self._torch
         n = len(prompts)
         streams = [SequenceStream(self.tokenizer, cb)
@@ -137,26 +138,14 @@ class TransformersGenerator(Generator):
                 raise GeneratorError(f"a prompt ({len(ids)} tokens) + max_new_tokens "
                                      f"({options.max_new_tokens}) exceeds the context window "
                                      f"({self.context_window})")
-        width = max(len(ids) for ids in encoded)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (
-            self.stop_ids[0] if self.stop_ids else 0)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded],
-                                 device=self.device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
-                                 device=self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        rows = list(range(n))            # which sequence each row of the batch is
-        past = None
         self._cancel.clear()
         started = time.perf_counter()
         with torch.inference_mode():
+            cache, logits, attention = self._prefill(encoded)
+            positions = attention.sum(-1, keepdim=True)     # where each next token goes
+            rows = list(range(n))            # which sequence each row of the batch is
             for step in range(options.max_new_tokens):
-                out = self.model(input_ids=input_ids, attention_mask=attention,
-                                 position_ids=positions, use_cache=True,
-                                 **{self._cache_argument: past})
-                past = getattr(out, "cache", None)
-                past = out.past_key_values if past is None else past
-                next_ids = self._next_tokens(out.logits[:, -1, :].float(), options)
+                next_ids = self._next_tokens(logits.float(), options)
                 last_step = step + 1 == options.max_new_tokens
                 keep = [row for row, (i, token) in enumerate(zip(rows, next_ids.tolist()))
                         if streams[i].push(token, self.stop_ids, options.fixed_length,
@@ -166,24 +155,64 @@ class TransformersGenerator(Generator):
                     break
                 if len(keep) < len(rows):
                     index = torch.tensor(keep, device=self.device)
-                    past.batch_select_indices(index)
+                    cache.batch_select_indices(index)
                     next_ids, attention, positions = (next_ids[index], attention[index],
                                                       positions[index])
                     rows = [rows[row] for row in keep]
-                input_ids = next_ids[:, None]
                 attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-                positions = positions[:, -1:] + 1
+                out = self.model(input_ids=next_ids[:, None], attention_mask=attention,
+                                 position_ids=positions, use_cache=True,
+                                 **{self._cache_argument: cache})
+                cache, logits = self._cache_of(out), out.logits[:, -1, :]
+                positions = positions + 1
         return [s.result(started) for s in streams]
+
+    def _prefill(self, encoded: list[list[int]]):
+        """Each prompt's forward pass alone, their KV caches then left-padded into one
+        batch: (cache, last logits, attention mask). A prompt alone takes attention's
+        fast causal path; a padded batch needs an explicit mask, several times slower
+        for long prompts on a CPU."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        width = max(len(ids) for ids in encoded)
+        caches, logits = [], []
+        # The logits of the last position only: over a long prompt the output layer
+        # would otherwise cost more than the rest of the model (a large vocabulary).
+        last_only = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
+        for ids in encoded:
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                             **last_only)
+            caches.append(self._cache_of(out))
+            logits.append(out.logits[:, -1, :])
+
+        def padded(tensors):
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+                              for t in tensors])
+
+        layers = [(padded([c.layers[i].keys for c in caches]),
+                   padded([c.layers[i].values for c in caches]))
+                  for i in range(len(caches[0].layers))]
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
+                                 device=self.device)
+        return DynamicCache(layers), torch.cat(logits), attention
+
+    @staticmethod
+    def _cache_of(out):
+        cache = getattr(out, "cache", None)
+        return out.past_key_values if cache is None else cache
 
     @functools.cached_property
     def _cache_argument(self) -> str:
         """transformers renamed `past_key_values` to `cache` within 5.x."""
+        return "cache" if self._accepts("cache") else "past_key_values"
+
+    def _accepts(self, argument: str) -> bool:
         import inspect
 
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else (
             self.model)
-        return "cache" if "cache" in inspect.signature(model.forward).parameters else (
-            "past_key_values")
+        return argument in inspect.signature(model.forward).parameters
 
     def _next_tokens(self, logits, options: GenerationOptions):
         """Greedy, or sampled with temperature and top-p 0.95 as `generate` samples."""

@@ -81,8 +81,10 @@ def prepare(engine: Engine, question: str, history: Sequence[Turn] = (), *,
     retriever, generation = engine._retriever() if retrieval else (None, None)
     answerer = engine.answerer(retriever, max_new_tokens or engine.options.max_new_tokens)
     timings: dict = {"model_load_s": engine.generator.load_s}
+    waiting = time.perf_counter()
     try:
         with engine.lock:
+            timings["retrieval_wait_ms"] = (time.perf_counter() - waiting) * 1000
             history = answerer.fit_history(question, history)
             hits = None
             if retrieval:
@@ -118,13 +120,31 @@ class Run:
             self._events.put_nowait(("end", None))
             return self
         loop = asyncio.get_running_loop()
+        pending: list[str] = []            # text the event loop has not taken yet
+        lock = threading.Lock()
+
+        def take() -> None:
+            with lock:
+                text = "".join(pending)
+                pending.clear()
+            if text:
+                self._events.put_nowait(("token", text))
 
         def on_text(text: str) -> None:
-            loop.call_soon_threadsafe(self._events.put_nowait, ("token", text))
+            # One wake-up of the event loop for whatever came meanwhile: a batch of 16
+            # streams makes 16 pieces a step, and the loop shares the GIL with the model.
+            with lock:
+                pending.append(text)
+                if len(pending) > 1:
+                    return
+            loop.call_soon_threadsafe(take)
 
         def on_done(gen: Generation | None, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(self._events.put_nowait,
-                                      ("error", error) if error else ("end", gen))
+            def end() -> None:
+                if pending:
+                    take()
+                self._events.put_nowait(("error", error) if error else ("end", gen))
+            loop.call_soon_threadsafe(end)
 
         self.job = Job(p.prompt, p.options, on_text, on_done,
                        deadline=time.monotonic() + (self.deadline - loop.time()))
