@@ -241,6 +241,7 @@ def test_live_reindex_answers_from_the_new_generation(served, tmp_path):
     from rag.cli import cli
 
     before = served.engine.index.generation
+    embedder = served.engine.index.current()[0]._embedder
     failures, answered = [], []
     stop = threading.Event()
 
@@ -268,6 +269,7 @@ def test_live_reindex_answers_from_the_new_generation(served, tmp_path):
         stop.set()
         asker.join()
     assert not failures and answered
+    assert served.engine.index.current()[0]._embedder is embedder     # not loaded again
     status, hits = request(served.url + "/api/search?q=%E3%83%8F%E3%83%A0%E3%82%B9%E3%82%BF%E3%83%BC"
                                         "&mode=bm25&k=1")   # ハムスター
     assert status == 200 and hits[0]["source"].endswith("ペット飼育規程.txt")

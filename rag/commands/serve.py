@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import RagError
 from ..factory import pick
 from .answer import generation_options
 from .common import config, dim_log
@@ -71,11 +72,22 @@ def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_siz
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         dim_log(f"warning: listening on {host} without RAG_API_TOKEN: anyone who reaches "
                 "this address can use the API")
+    failed: list[str] = []
+
+    def stop(message: str) -> None:        # a bad index or model ends the command
+        failed.append(message)
+        server.should_exit = True
+
     app = create_app(settings, lambda: build_engine(cfg, model_options, answer_options, workers,
-                                                    retrieval=not no_retrieval, log=dim_log))
+                                                    retrieval=not no_retrieval, log=dim_log),
+                     on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           access_log=log_level == "debug",
+                                           timeout_graceful_shutdown=5))
     dim_log(f"rag serve on http://{host}:{port}/ (models loading; /readyz says when ready)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
-                timeout_graceful_shutdown=5)
+    server.run()
+    if failed:
+        raise RagError(failed[0])
 
 
 @click.group()

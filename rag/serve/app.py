@@ -53,8 +53,9 @@ class ServeSettings:
 
 
 class ServerState:
-    def __init__(self, settings: ServeSettings, load: Callable[[], Engine]):
-        self.settings, self._load = settings, load
+    def __init__(self, settings: ServeSettings, load: Callable[[], Engine],
+                 on_load_error: Callable[[str], None] | None = None):
+        self.settings, self._load, self._on_load_error = settings, load, on_load_error
         self.engine: Engine | None = None
         self.load_error: str | None = None
         self.recent = RecentAnswers()
@@ -64,8 +65,10 @@ class ServerState:
         try:
             self.engine = self._load()
         except Exception as e:  # noqa: BLE001 - /readyz says it; the log has the trace
-            log.exception("loading the models failed")
+            log.debug("loading failed", exc_info=True)
             self.load_error = str(e)
+            if self._on_load_error:
+                self._on_load_error(self.load_error)
 
     def ready(self) -> Engine:
         if self.engine is None:
@@ -75,9 +78,11 @@ class ServerState:
 
 
 def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
-               static_dir: Path = STATIC) -> FastAPI:
-    """The app; `load()` builds the Engine (models, index, worker) after startup."""
-    state = ServerState(settings, load)
+               static_dir: Path = STATIC,
+               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+    """The app; `load()` builds the Engine (models, index, worker) after startup.
+    When it fails, /readyz says why and `on_load_error(message)` is called."""
+    state = ServerState(settings, load, on_load_error)
 
     async def lifespan(app):
         threading.Thread(target=state.load, name="rag-load", daemon=True).start()

@@ -22,12 +22,16 @@ log = logging.getLogger("rag.serve")
 
 class LiveIndex:
     def __init__(self, index_dir: Path, load: Callable[[Path], object], *,
-                 check_s: float = 0.5, lock: threading.Lock | None = None):
-        """`load(index_dir)` builds a Retriever of the live generation; `lock` is held
-        while a new one warms up (the lock searches hold: Sudachi is not thread-safe)."""
+                 mode: str = "hybrid", check_s: float = 0.5, lock: threading.Lock | None = None):
+        """`load(index_dir)` builds a Retriever of the live generation, not yet warmed
+        up for `mode`; `lock` is held while one warms up (the lock searches hold:
+        Sudachi's tokenizer is not thread-safe)."""
         self.index_dir, self._load, self.check_s = Path(index_dir), load, check_s
+        self.mode = mode
         self._lock = lock or threading.Lock()
         retriever = load(self.index_dir)
+        with self._lock:
+            retriever.warm(mode)
         self._current = (retriever, _generation_of(retriever))
         self._checked = time.monotonic()
         self._loading: threading.Thread | None = None
@@ -65,7 +69,7 @@ class LiveIndex:
                     old, "_embedder", None) is not None:
                 new._embedder = old._embedder          # same embedder: do not load it twice
             with self._lock:
-                new.warm(getattr(new, "mode", "hybrid"))
+                new.warm(self.mode)
         except Exception as e:  # noqa: BLE001 - the old index keeps answering
             self.last_error = str(e)
             log.error("cannot load index generation %s: %s (still answering from %s)",

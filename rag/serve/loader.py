@@ -37,10 +37,8 @@ def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
     index = None
     if retrieval:
         def load(index_dir):
-            retriever = build_retriever(cfg, index_dir, mode)
-            retriever.mode = mode              # what a reload warms up
-            return retriever
-        index = LiveIndex(pick(answer.index_dir, cfg.index), load,
+            return build_retriever(cfg, index_dir, mode, warm=False)
+        index = LiveIndex(pick(answer.index_dir, cfg.index), load, mode=mode,
                           check_s=worker.index_check_ms / 1000, lock=lock)
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
     model_worker = ModelWorker(generator, max_batch=worker.batch_size,
