@@ -141,7 +141,7 @@ class TransformersGenerator(Generator):
         self._cancel.clear()
         started = time.perf_counter()
         with torch.inference_mode():
-            cache, logits, attention = self._prefill(encoded)
+            cache, logits, attention = self._prefill(encoded, room=options.max_new_tokens)
             positions = attention.sum(-1, keepdim=True)     # where each next token goes
             rows = list(range(n))            # which sequence each row of the batch is
             for step in range(options.max_new_tokens):
@@ -167,12 +167,12 @@ class TransformersGenerator(Generator):
                 positions = positions + 1
         return [s.result(started) for s in streams]
 
-    def _prefill(self, encoded: list[list[int]]):
+    def _prefill(self, encoded: list[list[int]], room: int):
         """Each prompt's forward pass alone, their KV caches then left-padded into one
-        batch: (cache, last logits, attention mask). A prompt alone takes attention's
-        fast causal path; a padded batch needs an explicit mask, several times slower
-        for long prompts on a CPU."""
-        from transformers import DynamicCache
+        batch with `room` for the answer: (cache, last logits, attention mask). A prompt
+        alone takes attention's fast causal path; a padded batch needs an explicit
+        mask, several times slower for long prompts on a CPU."""
+        from .batch_cache import roomy_cache
 
         torch = self._torch
         width = max(len(ids) for ids in encoded)
@@ -195,7 +195,7 @@ class TransformersGenerator(Generator):
                   for i in range(len(caches[0].layers))]
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
                                  device=self.device)
-        return DynamicCache(layers), torch.cat(logits), attention
+        return roomy_cache(layers, room), torch.cat(logits), attention
 
     @staticmethod
     def _cache_of(out):
