@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="the batched configuration")
     ap.add_argument("--batch-wait-ms", type=float, default=20)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each configuration")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -213,17 +214,23 @@ def main() -> None:
                "max_new_tokens": args.max_new_tokens, "threads": args.threads,
                "engine_only": engine_only(model, index, args.batch_size, args.max_new_tokens,
                                           args.threads)}
-        for name, size, wait in (("one_at_a_time", 1, 0.0),
-                                 ("batched", args.batch_size, args.batch_wait_ms)):
-            proc, port = start_server(args, model, index, size, wait, work)
-            try:
-                out[name] = {"batch_size": size, "batch_wait_ms": wait,
-                             **load(port, args.clients, args.questions, args.max_new_tokens)}
-                if name == "one_at_a_time":
-                    out["single_client"] = sequential(port, 40, args.max_new_tokens)
-            finally:
-                proc.terminate()
-                proc.wait(10)
+        runs: dict[str, list[dict]] = {"one_at_a_time": [], "batched": []}
+        for _ in range(args.repeat):          # alternated: the machine's load drifts
+            for name, size, wait in (("one_at_a_time", 1, 0.0),
+                                     ("batched", args.batch_size, args.batch_wait_ms)):
+                proc, port = start_server(args, model, index, size, wait, work)
+                try:
+                    runs[name].append({"batch_size": size, "batch_wait_ms": wait,
+                                       **load(port, args.clients, args.questions,
+                                              args.max_new_tokens)})
+                    if name == "one_at_a_time" and "single_client" not in out:
+                        out["single_client"] = sequential(port, 40, args.max_new_tokens)
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+        for name, results in runs.items():        # the run of median throughput
+            out[name] = sorted(results, key=lambda r: r["requests_per_s"])[len(results) // 2]
+            out[name]["requests_per_s_all"] = [r["requests_per_s"] for r in results]
         out["speedup"] = round(out["batched"]["requests_per_s"]
                                / out["one_at_a_time"]["requests_per_s"], 2)
     if args.json:
