@@ -77,3 +77,26 @@ def test_ctranslate2_batch_equals_one_at_a_time(tiny_generator, tmp_path_factory
                           cancelled=cancelled)
     assert out[0].cancelled and out[0].new_tokens < 48
     assert [g.new_tokens for g in out[1:]] == [48, 48, 48]
+
+
+def test_a_failing_batch_is_retried_one_by_one_so_one_bad_prompt_fails_alone(hf):
+    from rag.serve.worker import Job, ModelWorker
+
+    worker = ModelWorker(hf, max_batch=4, wait_s=0.2)
+    results: dict[str, tuple] = {}
+    done = threading.Event()
+
+    def job(name, prompt):
+        def finished(gen, error):
+            results[name] = (gen, error)
+            if len(results) == 2:
+                done.set()
+        return Job(prompt, GenerationOptions(4), lambda t: None, finished, deadline=1e12)
+
+    worker.submit(job("good", PROMPTS[0]))
+    worker.submit(job("too long", "第1条" * 3000))          # over the tiny model's window
+    worker.start()
+    assert done.wait(30)
+    worker.stop()
+    assert results["good"][1] is None and results["good"][0].new_tokens == 4
+    assert results["too long"][0] is None and "context window" in str(results["too long"][1])

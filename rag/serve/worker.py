@@ -37,6 +37,7 @@ class Job:
     started: float | None = None             # when its batch began generating
     finished: float | None = None
     generation: Generation | None = None
+    streamed: bool = False                   # some of its text has gone out
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -136,6 +137,7 @@ class ModelWorker:
             def on_text(text: str) -> None:
                 if time.monotonic() > job.deadline:
                     job.cancel()           # its time is up: leave the batch at this token
+                job.streamed = True
                 job.on_text(text)
             return on_text
 
@@ -144,7 +146,13 @@ class ModelWorker:
                 [j.prompt for j in jobs], options, on_text=[streamer(j) for j in jobs],
                 cancelled=[j.cancelled for j in jobs])
         except Exception as e:  # noqa: BLE001 - each request reports it; the worker goes on
-            log.exception("generation failed for a batch of %d", len(jobs))
+            if len(jobs) > 1 and not any(j.streamed for j in jobs):
+                log.warning("a batch of %d failed (%s); generating its questions one by one",
+                            len(jobs), e)
+                for job in jobs:             # so that one bad prompt fails alone
+                    self._generate(options, [job])
+                return
+            log.exception("generation failed")
             for job in jobs:
                 job.finished = time.monotonic()
                 self._finish(job, None, e)
