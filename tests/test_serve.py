@@ -292,3 +292,15 @@ def test_32_clients_asking_4_questions_each(served):
     assert statuses == [200] * 128
     stats = served.engine.worker.stats
     assert stats.largest_batch > 1 and stats.batches - batches_before < 128
+
+
+def test_an_internal_error_is_json_without_a_trace(served, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals at /srv/rag")
+
+    monkeypatch.setattr(served.engine, "search", broken)
+    status, headers, body = with_headers(served.url + "/api/search?q=x")
+    assert status == 500 and json.loads(body) == {"error": "internal server error"}
+    assert "secret" not in body and headers["Content-Security-Policy"]
+    assert any("secret internals" in r.getMessage() or (r.exc_info and "secret internals" in
+               str(r.exc_info[1])) for r in caplog.records)          # logged on the server

@@ -113,10 +113,7 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"error": str(e.detail)}, e.status_code,
                             headers=getattr(e, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, e: Exception):
-        log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": "internal server error"}, 500)
+    # Any other exception: rag.serve.guard answers 500 (with the security headers).
 
 
 async def read_json(request: Request, limit: int) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 PROTECTED = ("/api/", "/v1/")
+log = logging.getLogger("rag.serve")
 
 
 class TokenBuckets:
@@ -75,8 +77,12 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        started = False
+
         async def send_with_headers(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 message["headers"] = [*message.get("headers", []),
                                       *(h for h in SECURITY_HEADERS if h[0] not in names)]
@@ -98,7 +104,15 @@ class Guard:
             if wait > 0:
                 return await send_error(send, 429, "too many requests; try again later",
                                         [(b"retry-after", str(math.ceil(wait)).encode())])
-        return await self.app(scope, receive, send_with_headers)
+        try:
+            return await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Here rather than in Starlette's outermost handler, so that the answer
+            # carries the security headers too; the trace goes to the log only.
+            log.exception("%s %s failed", scope.get("method"), path)
+            if started:
+                raise
+            return await send_error(send, 500, "internal server error")
 
 
 def _bearer_matches(header: bytes, token: str) -> bool:
