@@ -1,8 +1,9 @@
 """The `rag` command line: the group, its commands, and the one place errors are reported.
 
 Commands live in rag/commands/ (index: ingest, search, inspect; answer: ask, chat;
-evaluation; models; slurm) and in finetune/cli.py, registered below. Every error that
-is the user's to fix derives from RagError and is printed here as its message alone.
+evaluation; models; slurm; serve: serve, feedback) and in finetune/cli.py, registered
+below. Every error that is the user's to fix derives from RagError and is printed here
+as its message alone.
 """
 from __future__ import annotations
 
@@ -53,10 +54,11 @@ def cli(ctx, config_path):
 def _register() -> None:
     from finetune.cli import finetune     # the one place rag reaches into finetune
 
-    from .commands import answer, evaluation, index, models, slurm
+    from .commands import answer, evaluation, index, models, serve, slurm
 
     for command in (index.ingest, index.search, index.inspect, answer.ask, answer.chat,
-                    evaluation.eval, finetune, slurm.slurm, models.models):
+                    evaluation.eval, finetune, slurm.slurm, models.models, serve.serve,
+                    serve.feedback):
         cli.add_command(command)
 
 

@@ -100,6 +100,28 @@ class Config:
         "else the tokenizer's)."))
     gen_trust_remote_code: bool = setting(False, section="generate", key="trust_remote_code",
                                           help="Run the generator repository's own code.")
+    host: str = setting("127.0.0.1", section="serve", help=(
+        "Address `rag serve` listens on (0.0.0.0 opens it to the network)."))
+    port: int = setting(8000, section="serve", env="RAG_PORT", help="Port of `rag serve`.")
+    serve_batch_size: int = setting(16, section="serve", key="batch_size", help=(
+        "Most questions the model worker generates together."))
+    batch_wait_ms: float = setting(20.0, section="serve", help=(
+        "How long the worker waits for more questions to join a batch."))
+    queue_size: int = setting(64, section="serve", help=(
+        "Questions waiting for the model; beyond it the server answers 503."))
+    timeout_s: float = setting(120.0, section="serve", help=(
+        "A question's time limit, queueing included (504 after it)."))
+    max_question_chars: int = setting(1000, section="serve", help=(
+        "Longest question accepted (422 beyond)."))
+    max_body_bytes: int = setting(65536, section="serve", help=(
+        "Largest request body (413 beyond)."))
+    rate_per_minute: float = setting(30.0, section="serve", help=(
+        "Requests per minute per client address on /api and /v1 (429 beyond; 0: no limit)."))
+    rate_burst: int = setting(10, section="serve", help=(
+        "Requests a client may send at once before the per-minute rate applies."))
+    feedback_db: str = setting("feedback/feedback.sqlite3", section="serve",
+                               env="RAG_FEEDBACK_DB", help=(
+                                   "SQLite file of the students' ratings (`rag feedback export`)."))
     source: str = field(default="defaults", metadata={"internal": True})   # the file read
 
 
@@ -140,6 +162,14 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: api must be completions or chat, not {cfg.api!r}")
     if cfg.context_window < 0:
         raise ConfigError(f"{where}: context_window must be 0 or more")
+    for key in ("port", "serve_batch_size", "queue_size", "max_question_chars",
+                "max_body_bytes", "rate_burst"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{where}: [serve] {key.removeprefix('serve_')} must be a "
+                              "positive integer")
+    if cfg.batch_wait_ms < 0 or cfg.timeout_s <= 0 or cfg.rate_per_minute < 0:
+        raise ConfigError(f"{where}: [serve] batch_wait_ms and rate_per_minute must be 0 or "
+                          "more, timeout_s more than 0")
     if cfg.threads < 0:
         raise ConfigError(f"{where}: threads must be 0 or more")
     if cfg.min_score is not None and not -1 <= cfg.min_score <= 1:

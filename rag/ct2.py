@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator, batch_generation
+from .generator import Generation, GenerationOptions, Generator, SequenceStream
 from .models import ModelError, load_tokenizer
 from .prompt import PROMPT_VERSION, trained_layout
 
@@ -206,26 +207,42 @@ class CT2Generator(Generator):
 
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
-        batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
-        first: list[float] = []
+        # Each sequence is timed as a stream of its own (stream_batch): its first token
+        # ends the batch's prefill for it, its rate counts its own tokens.
+        greedy = GenerationOptions(options.max_new_tokens, fixed_length=options.fixed_length)
+        return self.stream_batch(prompts, greedy)
 
-        def note_first_step(step) -> bool:      # the end of the batch's prefill
-            if not first:
-                first.append(time.perf_counter())
-            return False
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Several prompts decoded together by CTranslate2; its per-step callback streams
+        each sequence's tokens, and answering True stops that sequence alone."""
+        batch = [self._tokens(p, options.max_new_tokens) for p in prompts]
+        streams = [SequenceStream(self.tokenizer, cb) for cb in (on_text or [None] * len(batch))]
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+        limit, fixed = options.max_new_tokens, options.fixed_length
+        # CTranslate2 forwards the prompts up to the shortest one's length at once and
+        # feeds the rest of each longer prompt through its decoding loop, reporting those
+        # tokens as steps (and counting them in max_length): skip them.
+        shortest = min(len(b) for b in batch)
+        offsets = [len(b) - shortest for b in batch]
+        self._cancel.clear()
+        # The callback must not hold `self`: CTranslate2 may drop it on one of its own
+        # threads, and a last reference to the model dropped there aborts the process.
+        stop_ids, cancel_all = list(self.stop_ids), self._cancel
+
+        def step(result) -> bool:
+            i = result.batch_id
+            if result.step < offsets[i]:
+                return False
+            going = streams[i].push(result.token_id, stop_ids, fixed,
+                                    cancelled[i].is_set() or cancel_all.is_set())
+            return not going or len(streams[i].ids) >= limit      # True stops this one
 
         started = time.perf_counter()
-        results = self.model.generate_batch(
-            batch, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
-            include_prompt_in_result=False, sampling_topk=1, callback=note_first_step,
-            min_length=options.max_new_tokens if options.fixed_length else 0)
-        elapsed = time.perf_counter() - started
-        out = []
-        for r in results:
-            ids = r.sequences_ids[0]
-            stopped = len(ids) < options.max_new_tokens
-            text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
-                                         skip_special_tokens=True)
-            out.append(batch_generation(text, len(ids) + (1 if stopped else 0), stopped,
-                                        started, first[0] if first else None, elapsed))
-        return out
+        longest = max(offsets)
+        self.model.generate_batch(
+            batch, max_length=limit + longest, end_token=self.stop_ids or None,
+            include_prompt_in_result=False, callback=step,
+            min_length=limit + longest if fixed else 0, **self._sampling(options))
+        return [s.result(started) for s in streams]

@@ -51,8 +51,9 @@ class AnswerOptions:
 
 def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None = None, *,
                     embedder: str | None = None, device: str | None = None,
-                    expand: bool = True):
-    """The index with the configured search settings, loaded for `mode`."""
+                    expand: bool = True, warm: bool = True):
+    """The index with the configured search settings, loaded for `mode` (unless not
+    `warm`: the server lends a reloaded index the embedder it already has)."""
     from .retrieve import Retriever
 
     retriever = Retriever(pick(index_dir, Path(cfg.index)), embedder=embedder,
@@ -60,7 +61,8 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
                           trust_remote_code=cfg.trust_remote_code,
                           thesaurus=cfg.thesaurus if expand else None,
                           bm25_weight=cfg.bm25_weight)
-    retriever.warm(pick(mode, cfg.mode))
+    if warm:
+        retriever.warm(pick(mode, cfg.mode))
     return retriever
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator, batch_generation
+from .generator import (Generation, GenerationOptions, Generator, SequenceStream,
+                        batch_generation)
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
@@ -116,6 +117,119 @@ class TransformersGenerator(Generator):
             out.append(batch_generation(text, len(new), stop is not None, started,
                                         first.at, elapsed))
         return out
+
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Several prompts decoded together, one forward pass per step over the batch.
+
+        Each prompt is read alone (`_prefill`), then the batch decodes with left-padded
+        caches (positions count real tokens only, as `generate` counts them, so greedy
+        answers are the same); a sequence that ends (end-of-text, its limit,
+        `cancelled[i]`, its `on_text` failing) leaves the batch and the KV cache, so the
+        rest decode at the cost of the rows still running."""
+        torch = self._torch
+        n = len(prompts)
+        streams = [SequenceStream(self.tokenizer, cb)
+                   for cb in (on_text or [None] * n)]
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+        # One encode per prompt, never `padding=True`: that changes the tokenizer's state,
+        # which other threads of a server read at the same time.
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        for ids in encoded:
+            if len(ids) + options.max_new_tokens > self.context_window:
+                raise GeneratorError(f"a prompt ({len(ids)} tokens) + max_new_tokens "
+                                     f"({options.max_new_tokens}) exceeds the context window "
+                                     f"({self.context_window})")
+        self._cancel.clear()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            cache, logits, attention = self._prefill(encoded, room=options.max_new_tokens)
+            positions = attention.sum(-1, keepdim=True)     # where each next token goes
+            rows = list(range(n))            # which sequence each row of the batch is
+            for step in range(options.max_new_tokens):
+                next_ids = self._next_tokens(logits.float(), options)
+                last_step = step + 1 == options.max_new_tokens
+                keep = [row for row, (i, token) in enumerate(zip(rows, next_ids.tolist()))
+                        if streams[i].push(token, self.stop_ids, options.fixed_length,
+                                           cancelled[i].is_set() or self._cancel.is_set())
+                        and not last_step]
+                if not keep:
+                    break
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    next_ids, attention, positions = (next_ids[index], attention[index],
+                                                      positions[index])
+                    rows = [rows[row] for row in keep]
+                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+                out = self.model(input_ids=next_ids[:, None], attention_mask=attention,
+                                 position_ids=positions, use_cache=True,
+                                 **{self._cache_argument: cache})
+                cache, logits = self._cache_of(out), out.logits[:, -1, :]
+                positions = positions + 1
+        return [s.result(started) for s in streams]
+
+    def _prefill(self, encoded: list[list[int]], room: int):
+        """Each prompt's forward pass alone, their KV caches then left-padded into one
+        batch with `room` for the answer: (cache, last logits, attention mask). A prompt
+        alone takes attention's fast causal path; a padded batch needs an explicit
+        mask, several times slower for long prompts on a CPU."""
+        from .batch_cache import roomy_cache
+
+        torch = self._torch
+        width = max(len(ids) for ids in encoded)
+        caches, logits = [], []
+        # The logits of the last position only: over a long prompt the output layer
+        # would otherwise cost more than the rest of the model (a large vocabulary).
+        last_only = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
+        for ids in encoded:
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                             **last_only)
+            caches.append(self._cache_of(out))
+            logits.append(out.logits[:, -1, :])
+
+        def padded(tensors):
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+                              for t in tensors])
+
+        layers = [(padded([c.layers[i].keys for c in caches]),
+                   padded([c.layers[i].values for c in caches]))
+                  for i in range(len(caches[0].layers))]
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
+                                 device=self.device)
+        return roomy_cache(layers, room), torch.cat(logits), attention
+
+    @staticmethod
+    def _cache_of(out):
+        cache = getattr(out, "cache", None)
+        return out.past_key_values if cache is None else cache
+
+    @functools.cached_property
+    def _cache_argument(self) -> str:
+        """transformers renamed `past_key_values` to `cache` within 5.x."""
+        return "cache" if self._accepts("cache") else "past_key_values"
+
+    def _accepts(self, argument: str) -> bool:
+        import inspect
+
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else (
+            self.model)
+        return argument in inspect.signature(model.forward).parameters
+
+    def _next_tokens(self, logits, options: GenerationOptions):
+        """Greedy, or sampled with temperature and top-p 0.95 as `generate` samples."""
+        torch = self._torch
+        if options.fixed_length and self.stop_ids:
+            logits[:, self.stop_ids] = float("-inf")
+        if options.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / options.temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > 0.95
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        choice = torch.multinomial(sorted_probs, 1)
+        return order.gather(-1, choice).squeeze(-1)
 
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
                  on_text: Callable[[str], None] | None = None) -> Generation:

@@ -8,8 +8,9 @@ OpenAI-compatible server) plug in behind the same methods, so `rag.answer` and
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -82,6 +83,97 @@ class Generator(ABC):
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
         """Greedy answers for several prompts at once (evaluation)."""
 
+    def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
+                     on_text: Sequence[Callable[[str], None] | None] | None = None,
+                     cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
+        """Generate after several prompts together, streaming each one's text to its own
+        `on_text[i]` (the server's batches). A sequence whose `cancelled[i]` is set, or
+        whose `on_text[i]` raises, stops with `cancelled` set; the others go on.
+
+        This default runs them one after another; engines that can decode a batch step
+        by step override it. Greedy results equal those of `generate`."""
+        on_text = list(on_text or [None] * len(prompts))
+        cancelled = list(cancelled or [threading.Event() for _ in prompts])
+        return [self._stream_one(p, options, cb, stop)
+                for p, cb, stop in zip(prompts, on_text, cancelled)]
+
+    def _stream_one(self, prompt: str, options: GenerationOptions,
+                    on_text: Callable[[str], None] | None,
+                    cancelled: threading.Event) -> Generation:
+        if cancelled.is_set():
+            return Generation("", 0, None, None, False, cancelled=True)
+        pieces: list[str] = []
+
+        def forward(text: str) -> None:
+            if cancelled.is_set():
+                raise _Stopped
+            pieces.append(text)
+            if on_text:
+                try:
+                    on_text(text)
+                except Exception as e:     # this sequence's reader failed: stop it alone
+                    raise _Stopped from e
+
+        try:
+            return self.generate(prompt, options, on_text=forward)
+        except _Stopped:
+            text = "".join(pieces)
+            return Generation(text, self.count_tokens(text), None, None, False, cancelled=True)
+
     def cancel(self) -> None:
         """Stop the generation running now (from another thread)."""
         self._cancel.set()
+
+
+class SequenceStream:
+    """One sequence of a streamed batch (engines' `stream_batch`): its new tokens, and its text streamed whole characters
+    at a time (a byte-level token may end inside a character)."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None] | None):
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self.shown = ""
+        self.first_at: float | None = None
+        self.ended_at: float | None = None
+        self.stopped = self.cancelled = False
+
+    def push(self, token: int, stop_ids: list[int], fixed_length: bool, cancel: bool) -> bool:
+        """Take the next token; False when this sequence is finished."""
+        now = time.perf_counter()
+        self.first_at = self.first_at or now
+        self.ended_at = now
+        self.ids.append(token)
+        if token in stop_ids and not fixed_length:
+            self.stopped = True
+            return False
+        text = self.text()
+        if self.on_text and len(text) > len(self.shown) and not text.endswith("\ufffd"):
+            try:
+                self.on_text(text[len(self.shown):])
+            except Exception:      # noqa: BLE001 - this sequence's reader is gone
+                self.cancelled = True
+                return False
+            self.shown = text
+        self.cancelled = cancel
+        return not cancel
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids[:-1] if self.stopped else self.ids,
+                                     skip_special_tokens=True)
+
+    def result(self, started: float) -> Generation:
+        text = self.text()
+        if self.on_text and not self.cancelled and len(text) > len(self.shown):
+            try:
+                self.on_text(text[len(self.shown):])
+            except Exception:      # noqa: BLE001 - the reader left at the last moment
+                self.cancelled = True
+        n = len(self.ids)
+        elapsed = (self.ended_at or started) - started
+        first = (self.first_at - started) * 1000 if self.first_at else None
+        return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None,
+                          self.stopped, cancelled=self.cancelled)
+
+
+class _Stopped(Exception):
+    """Raised into a one-at-a-time generation whose request was cancelled."""

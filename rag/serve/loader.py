@@ -1,0 +1,49 @@
+"""Settings -> Engine: the same retriever and generator `rag ask` builds (rag.factory),
+wrapped for serving: the index followed live, the generator behind one worker."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..config import Config
+from ..factory import AnswerOptions, ModelOptions, build_generator, build_retriever, pick
+from ..generator import GenerationOptions
+from .answering import Engine
+from .live_index import LiveIndex
+from .worker import ModelWorker
+
+
+@dataclass
+class WorkerOptions:
+    batch_size: int = 16
+    batch_wait_ms: float = 20.0
+    queue_size: int = 64
+    index_check_ms: float = 500.0
+
+    @classmethod
+    def from_config(cls, cfg: Config, **overrides) -> "WorkerOptions":
+        values = dict(batch_size=cfg.serve_batch_size, batch_wait_ms=cfg.batch_wait_ms,
+                      queue_size=cfg.queue_size)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
+                 worker: WorkerOptions, *, retrieval: bool = True, log=lambda s: None) -> Engine:
+    options = GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.max_new_tokens),
+                                temperature=pick(answer.temperature, cfg.temperature))
+    mode = pick(answer.mode, cfg.mode)
+    lock = threading.Lock()
+    index = None
+    if retrieval:
+        def load(index_dir):
+            return build_retriever(cfg, index_dir, mode, warm=False)
+        index = LiveIndex(pick(answer.index_dir, cfg.index), load, mode=mode,
+                          check_s=worker.index_check_ms / 1000, lock=lock)
+    generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
+    model_worker = ModelWorker(generator, max_batch=worker.batch_size,
+                               wait_s=worker.batch_wait_ms / 1000,
+                               capacity=worker.queue_size).start()
+    return Engine(generator, model_worker, index, k=pick(answer.k, cfg.k), mode=mode,
+                  min_score=pick(answer.min_score, cfg.min_score), options=options, lock=lock,
+                  context_tokens=pick(answer.context_tokens, cfg.context_tokens))
