@@ -59,7 +59,10 @@ def test_ask_with_the_openai_backend_gives_the_local_greedy_answer(
     assert [r["path"] for r in sent] == ["/v1/completions", "/v1/chat/completions"]
     assert sent[0]["stream"] is True and sent[0]["temperature"] == 0.0
     assert sent[0]["max_tokens"] == 24 and sent[0]["add_special_tokens"] is False
-    assert "### 指示:" in sent[0]["prompt"] and "第42条" in sent[0]["prompt"]
+    # the prompt rendered here, with the retrieved articles: the server only generates
+    prompt, first = sent[0]["prompt"], json.loads(local.stdout)["sources"][0]
+    assert "### 指示:" in prompt and f"{first['title']} {first['article']}" in prompt
+    assert prompt.endswith(f"質問: {QUESTION}\n\n### 応答:\n")
     assert sent[1]["messages"] == [{"role": "user", "content": sent[0]["prompt"]}]
 
 
