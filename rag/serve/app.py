@@ -29,13 +29,14 @@ STATIC = Path(__file__).parent / "static"
 
 @dataclass
 class ServeSettings:
-    """The server's limits; a running server reads them on each request."""
-    max_body_bytes: int = 65536
-    max_question_chars: int = 1000
-    timeout_s: float = 120.0
-    rate_per_minute: float = 30.0
-    rate_burst: int = 10
-    feedback_db: str = "feedback/feedback.sqlite3"
+    """The server's limits; a running server reads them on each request. Defaults are
+    the [serve] settings' own (rag/config.py), the one place they are written."""
+    max_body_bytes: int = Config.max_body_bytes
+    max_question_chars: int = Config.max_question_chars
+    timeout_s: float = Config.timeout_s
+    rate_per_minute: float = Config.rate_per_minute
+    rate_burst: int = Config.rate_burst
+    feedback_db: str = Config.feedback_db
     token: str | None = None
     buckets: TokenBuckets = field(init=False)
 
@@ -180,6 +181,21 @@ def disconnect_probe(request: Request):
     return still_wanted
 
 
+def event_stream(events) -> StreamingResponse:
+    """Server-sent events, which proxies must pass on unbuffered."""
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def finish(run: Run, request: Request, state: ServerState) -> dict:
+    """A non-streamed answer: generated while its client stays, then kept for feedback."""
+    async for _ in run.events(disconnect_probe(request)):
+        pass
+    answer = run.answer()
+    state.recent.add(answer)
+    return answer
+
+
 def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
     settings = state.settings
 
@@ -226,14 +242,8 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         run = await start_run(request, state, question, retrieval=retrieval,
                               max_new_tokens=max_new)
         if stream:
-            return StreamingResponse(_ask_events(run, state), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache",
-                                              "X-Accel-Buffering": "no"})
-        async for _ in run.events(disconnect_probe(request)):
-            pass
-        answer = run.answer()
-        state.recent.add(answer)
-        return answer
+            return event_stream(_ask_events(run, state))
+        return await finish(run, request, state)
 
     @app.post("/api/feedback")
     async def feedback(request: Request):

@@ -15,9 +15,9 @@ from .worker import ModelWorker
 
 @dataclass
 class WorkerOptions:
-    batch_size: int = 16
-    batch_wait_ms: float = 20.0
-    queue_size: int = 64
+    batch_size: int = Config.serve_batch_size          # defaults: the [serve] settings'
+    batch_wait_ms: float = Config.batch_wait_ms
+    queue_size: int = Config.queue_size
     index_check_ms: float = 500.0
 
     @classmethod

@@ -8,15 +8,15 @@ beside `choices` carries them as /api/ask does.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
 
 from ..prompt import Turn
 from .answering import ApiError, Run
-from .app import (ServerState, bool_field, disconnect_probe, int_field, question_field,
+from .app import (ServerState, bool_field, event_stream, finish, int_field, question_field,
                   read_json, start_run)
 
 log = logging.getLogger("rag.serve")
@@ -41,14 +41,8 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
                               max_new_tokens=max_new)
         created = int(time.time())
         if stream:
-            return StreamingResponse(_chunks(run, state, created),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache",
-                                              "X-Accel-Buffering": "no"})
-        async for _ in run.events(disconnect_probe(request)):
-            pass
-        answer = run.answer()
-        state.recent.add(answer)
+            return event_stream(_chunks(run, state, created))
+        answer = await finish(run, request, state)
         t = answer["timings"]
         prompt_tokens, completion_tokens = t.get("prompt_tokens", 0), t.get("generated_tokens", 0)
         return {"id": _completion_id(run), "object": "chat.completion", "created": created,
@@ -120,8 +114,6 @@ def finish_reason(answer: dict, run: Run) -> str:
 
 
 async def _chunks(run: Run, state: ServerState, created: int):
-    import json
-
     base = {"id": _completion_id(run), "object": "chat.completion.chunk", "created": created,
             "model": run.engine.generator.name}
 
