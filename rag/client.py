@@ -36,13 +36,13 @@ class Client:
     def __init__(self, url: str, *, token: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT_S,
                  read_timeout: float = READ_TIMEOUT_S, what: str = "rag serve",
-                 token_variable: str = "RAG_API_TOKEN"):
+                 token_variable: str = "RAG_API_TOKEN", setting: str = "--server"):
         url = url.strip()
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ServerError(f"--server {url!r}: expected http://HOST:PORT (or https://...)")
+            raise ServerError(f"{setting} {url!r}: expected http://HOST:PORT (or https://...)")
         self.url = url.rstrip("/")
         self._parts = parts
         self._prefix = parts.path.rstrip("/")

@@ -57,7 +57,7 @@ class OpenAIGenerator(Generator):
         key = api_key or os.environ.get("RAG_OPENAI_API_KEY") or os.environ.get(
             "OPENAI_API_KEY") or ""
         self.client = Client(base_url, token=key, read_timeout=timeout_s, what=WHAT,
-                             token_variable="RAG_OPENAI_API_KEY")
+                             token_variable="RAG_OPENAI_API_KEY", setting="[generate] base_url")
         self.base_url, self.api = self.client.url, api
         self.name, self.adapter = model, None
         self.tokenizer = load_tokenizer(tokenizer or model, trust_remote_code=trust_remote_code)

@@ -304,3 +304,27 @@ def test_an_internal_error_is_json_without_a_trace(served, monkeypatch, caplog):
     assert "secret" not in body and headers["Content-Security-Policy"]
     assert any("secret internals" in r.getMessage() or (r.exc_info and "secret internals" in
                str(r.exc_info[1])) for r in caplog.records)          # logged on the server
+
+
+def test_a_server_without_an_index_answers_whole_prompts_from_the_model(tiny_generator,
+                                                                       tmp_path):
+    """`rag serve --no-retrieval`: the generation server of another `rag` (backend =
+    "openai", api = "chat"), which sends rendered prompts longer than any question and
+    no `retrieval` field."""
+    cfg = Config(model=str(tiny_generator), max_new_tokens=8)
+    settings = ServeSettings(rate_per_minute=0, feedback_db=str(tmp_path / "fb.sqlite3"))
+    app = create_app(settings, lambda: build_engine(cfg, ModelOptions(), AnswerOptions(),
+                                                    WorkerOptions(), retrieval=False))
+    server = LiveServer(app).start()
+    try:
+        prompt = "【条文】" + "第42条 学長は、除籍する。" * 80       # > max_question_chars
+        assert len(prompt) > settings.max_question_chars
+        status, answer = request(server.url + "/api/ask", {"question": prompt})
+        assert status == 200 and answer["retrieval"] is False and answer["sources"] == []
+        status, done = request(server.url + "/v1/chat/completions",
+                               {"messages": [{"role": "user", "content": prompt}]})
+        assert status == 200 and done["choices"][0]["message"]["content"]
+        status, err = request(server.url + "/api/ask", {"question": prompt, "retrieval": True})
+        assert status == 400 and "no index" in err["error"]
+    finally:
+        server.stop()

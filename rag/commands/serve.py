@@ -36,7 +36,9 @@ from .common import config, dim_log
               "client address on /api and /v1, after a burst of serve.rate_burst; 429 "
               "beyond; 0 = no limit [config: serve.rate_per_minute; default 30].")
 @click.option("--no-retrieval", is_flag=True, help="Serve the model alone (no index): an "
-              "OpenAI-compatible generation server for another `rag`.")
+              "OpenAI-compatible generation server for another `rag` (whose rag.toml then "
+              "sets [generate] backend = \"openai\", api = \"chat\"); requests are answered "
+              "without retrieval and only [serve] max_body_bytes bounds them.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Server log detail (stderr).")
 @click.pass_context

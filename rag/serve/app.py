@@ -134,12 +134,15 @@ async def read_json(request: Request, limit: int) -> dict:
     return obj
 
 
-def question_field(value, settings: ServeSettings, name: str = "question") -> str:
+def question_field(value, settings: ServeSettings, name: str = "question", *,
+                   limit: bool = True) -> str:
+    """The question, stripped; `limit=False` for a server without an index, which is
+    sent whole prompts (another `rag` with backend = "openai"): the body limit bounds it."""
     if not isinstance(value, str):
         raise ApiError(400, f"field {name!r} must be a string")
     if not value.strip():
         raise ApiError(400, f"field {name!r} is empty")
-    if len(value) > settings.max_question_chars:
+    if limit and len(value) > settings.max_question_chars:
         raise ApiError(422, f"field {name!r} is longer than {settings.max_question_chars} "
                        "characters")
     return value.strip()
@@ -233,10 +236,11 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
     @app.post("/api/ask")
     async def ask(request: Request):
         body = await read_json(request, settings.max_body_bytes)
-        question = question_field(body.get("question"), settings)
-        stream = bool_field(body, "stream", False)
-        retrieval = bool_field(body, "retrieval", True)
         engine = state.ready()
+        indexed = engine.index is not None          # else: the model alone, by default
+        question = question_field(body.get("question"), settings, limit=indexed)
+        stream = bool_field(body, "stream", False)
+        retrieval = bool_field(body, "retrieval", indexed)
         cap = engine.options.max_new_tokens
         max_new = int_field(body, "max_new_tokens", cap, 1, cap)
         run = await start_run(request, state, question, retrieval=retrieval,

@@ -29,10 +29,11 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
     async def chat_completions(request: Request):
         body = await read_json(request, settings.max_body_bytes)
         question, history = _conversation(body.get("messages"))
-        question = question_field(question, settings, "messages")
-        stream = bool_field(body, "stream", False)
-        retrieval = bool_field(body, "retrieval", True)
         engine = state.ready()
+        indexed = engine.index is not None          # else: the model alone, by default
+        question = question_field(question, settings, "messages", limit=indexed)
+        stream = bool_field(body, "stream", False)
+        retrieval = bool_field(body, "retrieval", indexed)
         cap = engine.options.max_new_tokens
         max_new = int_field(body, "max_tokens", cap, 1, cap)
         if body.get("max_completion_tokens") is not None:

@@ -43,10 +43,9 @@ first, prefill, decode, plen = [], [], [], []
 for p in prompts:
     n_prompt = gen.count_tokens(p)
     g = gen.generate(p, GenerationOptions(new, fixed_length=True))
-    total_s = g.new_tokens / g.tokens_per_s
     first.append(g.first_token_ms)
     prefill.append(n_prompt / (g.first_token_ms / 1000))
-    decode.append((g.new_tokens - 1) / (total_s - g.first_token_ms / 1000))
+    decode.append(g.decode_tokens_per_s)
     plen.append(n_prompt)
 print(json.dumps({"backend": backend, "load_s": round(gen.load_s, 2),
                   "prompt_tokens_mean": round(statistics.mean(plen)),
