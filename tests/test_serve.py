@@ -4,9 +4,11 @@ field, the OpenAI endpoint over plain HTTP, the token, the limits (413/422/429/5
 a disconnect stopping its generation, feedback to export, live re-index, and load."""
 import json
 import shutil
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import pytest
 from click.testing import CliRunner
@@ -225,6 +227,15 @@ def test_feedback_is_stored_and_exported_as_a_question_set(served, tmp_path):
                                          "article": answer["sources"][0]["article"]}
     questions = load_questions(out)                    # what rag eval and build-data read
     assert {q.question for q in questions} >= {QUESTION, "休学できますか"}
+    # Another SQLite file is named as no feedback database, and left as it was.
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    r = CliRunner().invoke(cli, ["feedback", "export", "--db", str(other), "--out",
+                                 str(tmp_path / "o.jsonl")], obj={})
+    assert r.exit_code == 1 and "not a feedback database" in r.output
+    with closing(sqlite3.connect(other)) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
 
 
 NEW_RULE = """東雲大学学生寮ペット飼育規程

@@ -61,11 +61,21 @@ class FeedbackStore:
             db.commit()
 
     def rows(self, rating: str | None = None) -> list[dict]:
-        with closing(self._connect()) as db:
+        return read_rows(self.path, rating)
+
+
+def read_rows(path: str | Path, rating: str | None = None) -> list[dict]:
+    """The stored ratings, read-only: exporting never writes to the database (nor turns
+    another SQLite file into one)."""
+    query = "SELECT * FROM feedback" + (" WHERE rating = ?" if rating else "")
+    try:
+        with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=10)) as db:
             db.row_factory = sqlite3.Row
-            query = "SELECT * FROM feedback" + (" WHERE rating = ?" if rating else "")
             return [dict(r) for r in db.execute(query + " ORDER BY created, answer_id",
                                                 (rating,) if rating else ())]
+    except sqlite3.Error as e:
+        raise FeedbackError(f"{path}: not a feedback database of rag serve ({e})") from None
 
 
 def export(db: str | Path, out: str | Path, rating: str | None = None) -> int:
@@ -76,7 +86,7 @@ def export(db: str | Path, out: str | Path, rating: str | None = None) -> int:
     articles the answer cited, to confirm or correct)."""
     if not Path(db).is_file():
         raise FeedbackError(f"{db}: no feedback database (rag serve --feedback-db)")
-    rows = FeedbackStore(db).rows(rating)
+    rows = read_rows(db, rating)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
