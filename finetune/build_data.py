@@ -13,9 +13,9 @@ import random
 from pathlib import Path
 
 from rag.context import Source
-from rag.metrics import is_gold
+from rag.evaluation.metrics import is_gold
 from rag.prompt import ABSTAIN_ANSWER, INSTRUCTION_WITH_CONTEXT, context_input
-from rag.questions import check_gold, load_questions
+from rag.evaluation.questions import check_gold, load_questions
 
 
 def build(retriever, questions_path: Path, *, k: int = 4, seed: int = 0,

@@ -1,4 +1,5 @@
-"""`rag finetune` (train, build-data, merge), registered on the `rag` group by rag/cli.py."""
+"""`rag finetune` (train, build-data, merge), added to the `rag` group through the
+`rag.commands` entry point (pyproject.toml) that names `register_commands`."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,11 @@ import click
 
 from rag.commands.common import config, echo_json
 from rag.factory import build_retriever
+
+
+def register_commands(cli: click.Group) -> None:
+    """The `rag.commands` entry point: `rag finetune` on the `rag` group."""
+    cli.add_command(finetune)
 
 
 @click.group()

@@ -57,7 +57,7 @@ def accelerator_for(cfg: TrainConfig):
     from accelerate.state import AcceleratorState, GradientState, PartialState
     from accelerate.utils import GradientAccumulationPlugin
 
-    from rag.models import pick_device_dtype
+    from rag.generation.models import pick_device_dtype
 
     launched_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if launched_fsdp and cfg.strategy != "fsdp":
@@ -159,7 +159,7 @@ def build_model(cfg: TrainConfig, acc, dtype):
     from peft import LoraConfig, get_peft_model
 
     from ingest.attention import use_shape_agnostic_attention
-    from rag.models import load_causal_lm
+    from rag.generation.models import load_causal_lm
 
     on_host = sharded(acc)
     model = load_causal_lm(cfg.model, device="cpu" if on_host else str(acc.device), dtype=dtype,

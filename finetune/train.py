@@ -120,7 +120,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict | None:
 def _setup(cfg: TrainConfig, acc, dtype, log) -> _Run:
     import torch
 
-    from rag.models import load_tokenizer
+    from rag.generation.models import load_tokenizer
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, what="model")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ingest.errors import RagError
 
 from .context import Source, pack, shorten
-from .generator import Generation, GenerationOptions, Generator
+from .generation.base import Generation, GenerationOptions, Generator
 from .prompt import ABSTAIN_ANSWER, Turn, render
 
 

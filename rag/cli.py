@@ -1,9 +1,11 @@
 """The `rag` command line: the group, its commands, and the one place errors are reported.
 
 Commands live in rag/commands/ (index: ingest, search, inspect; answer: ask, chat;
-evaluation; models; slurm; serve: serve, feedback) and in finetune/cli.py, registered
-below. Every error that is the user's to fix derives from RagError and is printed here
-as its message alone.
+evaluation; models; slurm; serve: serve, feedback), registered below. Other packages add
+theirs through the `rag.commands` entry-point group: each entry is a function
+`register_commands(cli)` that adds its commands to the group (finetune/cli.py registers
+`rag finetune` so), so rag never imports them. Every error that is the user's to fix
+derives from RagError and is printed here as its message alone.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import sys
 import time
 import warnings
+from importlib.metadata import entry_points
 
 import click
 
@@ -51,15 +54,18 @@ def cli(ctx, config_path):
     ctx.ensure_object(dict)["config_path"] = config_path
 
 
-def _register() -> None:
-    from finetune.cli import finetune     # the one place rag reaches into finetune
+COMMAND_GROUP = "rag.commands"     # entry points: register_commands(cli) functions
 
+
+def _register() -> None:
     from .commands import answer, evaluation, index, models, serve, slurm
 
     for command in (index.ingest, index.search, index.inspect, answer.ask, answer.chat,
-                    evaluation.eval, finetune, slurm.slurm, models.models, serve.serve,
+                    evaluation.eval, slurm.slurm, models.models, serve.serve,
                     serve.feedback):
         cli.add_command(command)
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(cli)
 
 
 _register()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .generator import GenerationOptions, Generator
-from .models import ModelError
+from .generation.base import GenerationOptions, Generator
+from .generation.models import ModelError
 from .prompt import layout_mismatch, trained_layout
 
 Log = Callable[[str], None]
@@ -54,7 +54,7 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
                     expand: bool = True, warm: bool = True):
     """The index with the configured search settings, loaded for `mode` (unless not
     `warm`: the server lends a reloaded index the embedder it already has)."""
-    from .retrieve import Retriever
+    from .retrieval.retriever import Retriever
 
     retriever = Retriever(pick(index_dir, Path(cfg.index)), embedder=embedder,
                           device=pick(device, cfg.device),
@@ -69,7 +69,7 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
 def configured_adapter(cfg: Config, log: Log = lambda s: None) -> str | None:
     """The configured adapter when it is present: a local directory, or a Hub id that is
     in the local cache or fetchable. A path that does not exist (yet) is skipped."""
-    from .models import adapter_base_model
+    from .generation.models import adapter_base_model
 
     if not cfg.adapter:
         return None
@@ -91,8 +91,8 @@ def resolve_adapter(cfg: Config, opts: ModelOptions, log: Log = lambda s: None) 
 
 def _openai_generator(cfg: Config, opts: ModelOptions, max_new_tokens: int,
                       log: Log) -> Generator:
-    """Generation on an OpenAI-compatible server (rag/openai_backend.py)."""
-    from .openai_backend import OpenAIGenerator
+    """Generation on an OpenAI-compatible server (rag/generation/openai_compat.py)."""
+    from .generation.openai_compat import OpenAIGenerator
 
     if opts.adapter:
         raise ModelError("with [generate] backend = \"openai\" the server applies the adapter "
@@ -114,9 +114,9 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
                     log: Log = lambda s: None) -> Generator:
     """The generator (+ adapter). With an adapter and no model: the model the adapter
     was trained on. `max_new_tokens` must leave room for a question and its context."""
-    from .ct2 import CT2Generator, is_export
-    from .generate import TransformersGenerator
-    from .models import base_model_for
+    from .generation.ct2 import CT2Generator, is_export
+    from .generation.hf import TransformersGenerator
+    from .generation.models import base_model_for
 
     model = opts.model
     if cfg.backend == "openai":

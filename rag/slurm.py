@@ -1,5 +1,7 @@
-"""`rag slurm submit|status`: render the batch scripts of scripts/slurm/ with a user's
-options, show them, and submit them with sbatch."""
+"""`rag slurm submit|status`: render the batch scripts (package data, rag/data/slurm/;
+scripts/slurm/ in a checkout links there) with a user's options, show them, and submit
+them with sbatch. Jobs run in the directory `rag slurm` is called from (RAG_HOME), where
+rag.toml, the corpus and the indexes are, and write their logs to its logs/."""
 from __future__ import annotations
 
 import re
@@ -8,11 +10,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from ingest.errors import RagError
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"finetune": ["finetune.sbatch"], "finetune-multi": ["finetune-multi.sbatch"],
            "ingest": ["ingest.sbatch"], "eval": ["eval-array.sbatch", "eval-merge.sbatch"]}
 
@@ -58,11 +60,16 @@ def job_env(kind: str, *, ft_config: str | None = None, out: str | None = None,
 
 
 def scripts_dir() -> Path:
-    d = REPO / "scripts" / "slurm"
-    if not d.is_dir():
-        raise SlurmError(f"{d} not found: `rag slurm` needs the repository checkout "
-                         "(pip install -e .)")
+    """The batch scripts, shipped with the package."""
+    d = Path(str(resources.files("rag.data") / "slurm"))
+    if not (d / "common.sh").is_file():
+        raise SlurmError(f"{d} has no batch scripts: reinstall gakusoku-rag")
     return d
+
+
+def home() -> Path:
+    """Where jobs run: the directory `rag slurm` was called from."""
+    return Path.cwd()
 
 
 def render(script: str, opts: SubmitOptions, extra: list[str] = ()) -> str:
@@ -80,7 +87,8 @@ def render(script: str, opts: SubmitOptions, extra: list[str] = ()) -> str:
                      else f"--gpus={kind}{opts.gpus}")
     lines += extra
     header = "".join(f"#SBATCH {x}\n" for x in lines)
-    env = {"RAG_HOME": str(REPO), "RAG_PYTHON": opts.python, **opts.env}
+    env = {"RAG_HOME": str(home()), "RAG_SCRIPTS": str(scripts_dir()), "RAG_PYTHON": opts.python,
+           **opts.env}
     if opts.container:
         env["RAG_CONTAINER"] = opts.container
     exports = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in env.items())
@@ -94,7 +102,7 @@ def submit(kind: str, opts: SubmitOptions, dry_run: bool = False) -> list[dict]:
     """Render and submit; for eval an array job then the merge job depending on it."""
     if kind not in SCRIPTS:
         raise SlurmError(f"unknown job kind {kind!r} ({', '.join(SCRIPTS)})")
-    rendered_dir = REPO / "logs" / "rendered"
+    rendered_dir = home() / "logs" / "rendered"
     jobs = []
     previous = None
     for n, script in enumerate(SCRIPTS[kind]):
@@ -110,11 +118,11 @@ def submit(kind: str, opts: SubmitOptions, dry_run: bool = False) -> list[dict]:
             jobs.append({"script": script, "rendered": text, "job_id": None})
             continue
         rendered_dir.mkdir(parents=True, exist_ok=True)
-        (REPO / "logs").mkdir(exist_ok=True)      # sbatch cannot create its log directory
+        (home() / "logs").mkdir(exist_ok=True)      # sbatch cannot create its log directory
         path = rendered_dir / f"{script.rsplit('.', 1)[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.sbatch"
         path.write_text(text, encoding="utf-8")
         try:
-            proc = subprocess.run(["sbatch", "--parsable", str(path)], cwd=REPO,
+            proc = subprocess.run(["sbatch", "--parsable", str(path)], cwd=home(),
                                   capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
             raise SlurmError("sbatch not found: is this a Slurm login node?") from None

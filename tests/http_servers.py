@@ -119,7 +119,7 @@ class OpenAIApp(_App):
             h._send_json(404, {"error": {"message": f"no route {url.path}"}})
 
     def post(self, h, path, body):
-        from rag.generator import GenerationOptions
+        from rag.generation.base import GenerationOptions
 
         self.state["requests"].append({"path": path, **body})
         if path == "/v1/completions":

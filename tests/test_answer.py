@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from rag.answer import Answerer, AnswerError
 from rag.context import Source, cited_articles
-from rag.generate import GeneratorError, TransformersGenerator, pick_device_dtype
-from rag.generator import GenerationOptions
+from rag.generation.hf import GeneratorError, TransformersGenerator, pick_device_dtype
+from rag.generation.base import GenerationOptions
 from rag.prompt import (ABSTAIN_ANSWER, ContextPassage, Turn, build_messages, build_prompt,
                         render)
-from rag.retrieve import Retriever
+from rag.retrieval.retriever import Retriever
 
 QUESTION = "半年で15単位しか取れませんでした。除籍されますか？"
 

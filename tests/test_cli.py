@@ -131,7 +131,7 @@ def test_help_explains_every_option():
 
 
 def test_thesaurus_expands_everyday_words(tmp_path):
-    from rag.thesaurus import Thesaurus, ThesaurusError
+    from rag.retrieval.thesaurus import Thesaurus, ThesaurusError
     th = Thesaurus.load()
     assert "授業料" in th.terms_for("学費が払えないとどうなりますか")
     assert th.expand("授業料の額") == "授業料の額"          # nothing to add

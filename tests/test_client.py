@@ -23,9 +23,9 @@ QUESTION = "半年で15単位しか取れませんでした。除籍されます
 @pytest.fixture(scope="module")
 def served(tiny_generator, corpus_index):
     from rag.answer import Answerer
-    from rag.generate import TransformersGenerator
-    from rag.generator import GenerationOptions
-    from rag.retrieve import Retriever
+    from rag.generation.hf import TransformersGenerator
+    from rag.generation.base import GenerationOptions
+    from rag.retrieval.retriever import Retriever
 
     answerer = Answerer(TransformersGenerator(str(tiny_generator), device="cpu"),
                         Retriever(corpus_index), options=GenerationOptions(16))

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import CORPUS
 from ingest import store
-from rag.questions import QuestionSetError, load_questions
+from rag.evaluation.questions import QuestionSetError, load_questions
 
 
 def test_question_set_covers_every_type():

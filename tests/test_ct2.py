@@ -7,10 +7,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from rag.ct2 import RECORD, CT2Generator, export
-from rag.generate import TransformersGenerator
-from rag.generator import GenerationOptions
-from rag.models import ModelError
+from rag.generation.ct2 import RECORD, CT2Generator, export
+from rag.generation.hf import TransformersGenerator
+from rag.generation.base import GenerationOptions
+from rag.generation.models import ModelError
 from rag.prompt import ContextPassage, build_prompt
 
 PROMPTS = [build_prompt(q, [ContextPassage("学則", "第42条（除籍）", "学長は、次の者を除籍する。")])

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CORPUS
-from rag import metrics
-from rag.evaluate import EvalError, EvalSettings, merge, run
-from rag.questions import Gold, QuestionSetError, check_gold, load_questions
+from rag.evaluation import metrics
+from rag.evaluation.run import EvalError, EvalSettings, merge, run
+from rag.evaluation.questions import Gold, QuestionSetError, check_gold, load_questions
 
 TITLES = {"学則.txt": "東雲大学情報科学部学則", "履修規程.txt": "東雲大学情報科学部履修規程",
           "免除規程.html": "東雲大学授業料等の免除及び徴収猶予に関する規程",
@@ -72,15 +72,15 @@ def small_set(tmp_path):
 
 @pytest.fixture(scope="module")
 def retriever(corpus_index):
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
     return Retriever(corpus_index)
 
 
 @pytest.fixture(scope="module")
 def answerer_factory(tiny_generator, retriever):
     from rag.answer import Answerer
-    from rag.generate import TransformersGenerator
-    from rag.generator import GenerationOptions
+    from rag.generation.hf import TransformersGenerator
+    from rag.generation.base import GenerationOptions
     cache = {}
 
     def make(adapter):
@@ -151,7 +151,7 @@ def test_interrupted_run_resumes_to_the_same_results(small_set, tmp_path, retrie
     whole = tmp_path / "whole"
     run(small_set, whole, settings, retriever=retriever, make_answerer=answerer_factory)
 
-    from rag.generate import TransformersGenerator
+    from rag.generation.hf import TransformersGenerator
     real = TransformersGenerator.generate_batch
     calls = {"n": 0}
 
@@ -200,7 +200,7 @@ def test_reference_answers_score_full_citation_and_facts(retriever):
 
 
 def test_variants_get_unique_names():
-    from rag.evaluate import variant_names
+    from rag.evaluation.run import variant_names
     assert variant_names([None, "runs/a/final", "runs/b/final", "lora"]) == [
         "base", "a/final", "b/final", "lora"]
     with pytest.raises(EvalError, match="twice"):

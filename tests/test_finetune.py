@@ -186,8 +186,8 @@ def test_missing_lora_target_fails_before_training(tiny_generator, alpaca, tmp_p
 
 def test_build_data_from_the_sample_corpus(corpus_index, tmp_path):
     from rag.prompt import ABSTAIN_ANSWER, INSTRUCTION_WITH_CONTEXT
-    from rag.questions import load_questions
-    from rag.retrieve import Retriever
+    from rag.evaluation.questions import load_questions
+    from rag.retrieval.retriever import Retriever
 
     from finetune.build_data import build
     rows = build(Retriever(corpus_index), REPO / "corpus" / "questions.jsonl", k=4)
@@ -204,8 +204,8 @@ def test_build_data_from_the_sample_corpus(corpus_index, tmp_path):
 
 
 def test_build_data_checks_gold_articles_first(corpus_index, tmp_path):
-    from rag.questions import QuestionSetError
-    from rag.retrieve import Retriever
+    from rag.evaluation.questions import QuestionSetError
+    from rag.retrieval.retriever import Retriever
 
     from finetune.build_data import build
     f = tmp_path / "q.jsonl"

@@ -12,7 +12,7 @@ import pytest
 
 from ingest import store
 from ingest.pipeline import IngestError, IngestSettings, ingest
-from rag.retrieve import EmbedderMismatch, Retriever, reciprocal_rank_fusion
+from rag.retrieval.retriever import EmbedderMismatch, Retriever, reciprocal_rank_fusion
 
 REPO = Path(__file__).resolve().parents[1]
 

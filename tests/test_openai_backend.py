@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from http_servers import openai_server
-from rag.generate import TransformersGenerator
-from rag.generator import GenerationOptions
+from rag.generation.hf import TransformersGenerator
+from rag.generation.base import GenerationOptions
 
 QUESTION = "半年で15単位しか取れませんでした。除籍されますか？"
 
@@ -67,7 +67,7 @@ def test_ask_with_the_openai_backend_gives_the_local_greedy_answer(
 
 
 def test_streams_as_the_server_generates(served, tiny_generator):
-    from rag.openai_backend import OpenAIGenerator
+    from rag.generation.openai_compat import OpenAIGenerator
 
     url, app, local = served
     remote = OpenAIGenerator(url, str(tiny_generator))
@@ -92,7 +92,7 @@ def test_streams_as_the_server_generates(served, tiny_generator):
 
 
 def test_cancel_closes_the_stream_and_the_server_stops(served, tiny_generator):
-    from rag.openai_backend import OpenAIGenerator
+    from rag.generation.openai_compat import OpenAIGenerator
 
     url, app, _ = served
     remote = OpenAIGenerator(url, str(tiny_generator))
@@ -145,7 +145,7 @@ def test_errors_name_the_server(served, tiny_generator, corpus_index, tmp_path):
 def test_stream_batch_streams_each_and_stops_one_alone(served, tiny_generator):
     """What `rag serve` calls with its batches: each sequence streams to its own reader; a
     reader that fails or a sequence cancelled stops alone, the others finish."""
-    from rag.openai_backend import OpenAIGenerator
+    from rag.generation.openai_compat import OpenAIGenerator
 
     url, app, local = served
     remote = OpenAIGenerator(url, str(tiny_generator))

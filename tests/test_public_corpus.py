@@ -14,7 +14,7 @@ from ingest.loaders import load_document
 from ingest.pipeline import IngestSettings, declared_title, discover, ingest
 from ingest.splitter import split_document
 from rag.config import load_config
-from rag.questions import load_questions
+from rag.evaluation.questions import load_questions
 
 PUBLIC = CORPUS / "public"
 CONFIG = PUBLIC / "rag.toml"
@@ -104,8 +104,8 @@ def test_titles_from_the_config_reach_the_passages(public_index):
 
 @pytest.mark.quality
 def test_retrieval_on_the_public_set_with_e5(e5_small, tmp_path):
-    from rag.metrics import retrieval_summary
-    from rag.retrieve import Retriever
+    from rag.evaluation.metrics import retrieval_summary
+    from rag.retrieval.retriever import Retriever
     index = tmp_path / "idx"
     ingest([PUBLIC], index, IngestSettings(embedder=str(e5_small),
                                            titles=load_config(CONFIG).titles))

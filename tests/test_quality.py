@@ -7,9 +7,9 @@ import pytest
 
 from conftest import CORPUS
 from ingest.pipeline import IngestSettings, ingest
-from rag.metrics import retrieval_summary
-from rag.questions import load_questions
-from rag.retrieve import Retriever
+from rag.evaluation.metrics import retrieval_summary
+from rag.evaluation.questions import load_questions
+from rag.retrieval.retriever import Retriever
 
 pytestmark = pytest.mark.quality
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.query_encoder import NumpyQueryEncoder
+from rag.retrieval.query_encoder import NumpyQueryEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["query: 半年で15単位しか取れませんでした。除籍されますか？", "query: 学費を払えない",
@@ -78,7 +78,7 @@ def test_unsupported_pipelines_fall_back(tiny_embedder, tmp_path, monkeypatch):
 
 def test_an_encoder_that_does_not_reproduce_the_index_is_not_used(corpus_index,
                                                                    monkeypatch):
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
 
     assert Retriever(corpus_index)._reproduces_the_index(
         NumpyQueryEncoder.load(Retriever(corpus_index).info.name))
@@ -90,7 +90,7 @@ def test_an_encoder_that_does_not_reproduce_the_index_is_not_used(corpus_index,
 
 
 def test_search_ranks_the_same_with_either_encoder(corpus_index, monkeypatch):
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
 
     questions = ["除籍になるのはどんな場合？", "休学の期間は？", "授業料を納めないとどうなる"]
     fast = Retriever(corpus_index)
@@ -138,7 +138,7 @@ def test_help_imports_nothing_heavy():
 def test_an_hnsw_index_uses_the_numpy_encoder_too(tiny_embedder, tmp_path):
     from conftest import CORPUS
     from ingest.pipeline import IngestSettings, ingest
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
 
     index = tmp_path / "hnsw"
     ingest([CORPUS / "学則.txt"], index, IngestSettings(embedder=str(tiny_embedder),

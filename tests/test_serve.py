@@ -76,7 +76,7 @@ def test_search_is_rag_search_json(served):
 
 def test_ask_json_is_rag_ask_json_plus_id(served):
     from rag.answer import Answerer
-    from rag.generator import GenerationOptions
+    from rag.generation.base import GenerationOptions
 
     status, answer = _ask(served)
     assert status == 200
@@ -200,7 +200,7 @@ def test_disconnect_stops_generation_and_a_full_queue_says_503(served, monkeypat
 
 def test_feedback_is_stored_and_exported_as_a_question_set(served, tmp_path):
     from rag.cli import cli
-    from rag.questions import load_questions
+    from rag.evaluation.questions import load_questions
 
     _, answer = _ask(served)
     ok = request(served.url + "/api/feedback", {"id": answer["id"], "rating": "down",

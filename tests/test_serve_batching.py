@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from rag.generate import TransformersGenerator
-from rag.generator import GenerationOptions, Generator
+from rag.generation.hf import TransformersGenerator
+from rag.generation.base import GenerationOptions, Generator
 from rag.prompt import ContextPassage, build_prompt
 
 PROMPTS = [build_prompt(q, [ContextPassage("学則", "第42条（除籍）", "学長は、次の者を除籍する。" * n)])
@@ -62,7 +62,7 @@ def test_adapter_batch_equals_one_at_a_time(tiny_generator, tiny_adapter):
 
 
 def test_ctranslate2_batch_equals_one_at_a_time(tiny_generator, tmp_path_factory):
-    from rag.ct2 import CT2Generator, export
+    from rag.generation.ct2 import CT2Generator, export
     ct = CT2Generator(export(str(tiny_generator), tmp_path_factory.mktemp("ct2") / "f32",
                              quantization="float32"))
     one = [ct.generate(p, OPTIONS) for p in PROMPTS]

@@ -62,7 +62,7 @@ def eval():  # noqa: A001 - the command is called eval
 def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, model, adapters,
              k, batch_size, max_new_tokens, context_tokens, shard, device, strict, overwrite, as_json):
     """Answer every question in each condition and write the report."""
-    from ..evaluate import EvalSettings, parse_shard, run
+    from ..evaluation.run import EvalSettings, parse_shard, run
 
     cfg = config(ctx)
     settings = EvalSettings(
@@ -81,7 +81,7 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
 
     def make_answerer(adapter: str | None):
         from ..answer import Answerer
-        from ..generator import GenerationOptions
+        from ..generation.base import GenerationOptions
 
         generator = build_generator(cfg, ModelOptions(model, adapter, adapter is None, device,
                                                              strict=strict),
@@ -115,7 +115,7 @@ def _eval_output(summary: dict, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 def eval_merge(dirs, out_dir, as_json):
     """Combine the outputs of `rag eval --shard i/n` runs into one report."""
-    from ..evaluate import merge
+    from ..evaluation.run import merge
 
     summary = merge(list(dirs), out_dir)
     _eval_output(summary, out_dir, as_json)

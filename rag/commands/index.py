@@ -226,7 +226,7 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
     if question is not None and not question.strip():
         raise click.UsageError("the question is empty")
     cfg = config(ctx)
-    from ..questions import read_queries
+    from ..evaluation.questions import read_queries
 
     queries = read_queries(queries_file) if queries_file else [{"query": question}]
     server = pick(server, cfg.server)

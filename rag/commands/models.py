@@ -24,7 +24,7 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
     cache (run where there is internet; the cache then works with HF_HUB_OFFLINE=1)."""
     from ingest.embedder import DEFAULT_EMBEDDER
 
-    from ..models import download
+    from ..generation.models import download
 
     cfg = config(ctx)
     wanted = [("model", model or cfg.model), ("adapter", adapter or cfg.adapter),
@@ -55,7 +55,7 @@ def models_export(ctx, model, engine, adapter, quantization, out_dir):
     """Convert MODEL (Hugging Face id or local path; with --adapter, merged first) for
     CTranslate2, which answers several times faster on a CPU in int8. The tokenizer and
     a record of what was exported go beside the weights."""
-    from ..ct2 import export
+    from ..generation.ct2 import export
 
     cfg = config(ctx)
     path = export(model, out_dir, quantization=quantization, adapter=adapter,

@@ -1,4 +1,4 @@
-"""`rag slurm` (submit, status): the batch scripts of scripts/slurm/ as jobs."""
+"""`rag slurm` (submit, status): the batch scripts of rag/data/slurm/ (scripts/slurm/ in a checkout) as jobs."""
 from __future__ import annotations
 
 import click
@@ -8,7 +8,7 @@ from .common import echo_json
 
 @click.group()
 def slurm():
-    """Run ingest, fine-tuning and evaluation as Slurm jobs (scripts/slurm/)."""
+    """Run ingest, fine-tuning and evaluation as Slurm jobs (the batch scripts shipped in rag/data/slurm/)."""
 
 
 @slurm.command("submit")

@@ -1,9 +1,9 @@
 """What answering, chat and evaluation need from a language model, whatever runs it.
 
-`Generator` is the interface; `rag.generate.TransformersGenerator` (Hugging Face
+`Generator` is the interface; `rag.generation.hf.TransformersGenerator` (Hugging Face
 transformers + PEFT) is the implementation today, and other engines (CTranslate2, an
 OpenAI-compatible server) plug in behind the same methods, so `rag.answer` and
-`rag.evaluate` never know which one runs.
+`rag.evaluation.run` never know which one runs.
 """
 from __future__ import annotations
 

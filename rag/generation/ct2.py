@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import Generation, GenerationOptions, Generator, SequenceStream
+from .base import Generation, GenerationOptions, Generator, SequenceStream
 from .models import ModelError, load_tokenizer
-from .prompt import PROMPT_VERSION, trained_layout
+from ..prompt import PROMPT_VERSION, trained_layout
 
 RECORD = "rag-export.json"
 QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16",

@@ -1,7 +1,7 @@
-"""The transformers implementation of the generator interface (rag.generator):
+"""The transformers implementation of the generator interface (rag.generation.base):
 a Hugging Face causal LM with an optional PEFT LoRA adapter.
 
-Loading (device, dtype, weights, adapter) is rag.models'; here: decoding, greedy by
+Loading (device, dtype, weights, adapter) is rag.generation.models'; here: decoding, greedy by
 default so answers are reproducible, tokens streamed through a streamer thread, the
 end-of-text (and end-of-turn) tokens stop generation, and a stopping criterion that
 ends the generation thread when the caller cancels or stops reading. Load once,
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .generator import (Generation, GenerationOptions, Generator, SequenceStream,
+from .base import (Generation, GenerationOptions, Generator, SequenceStream,
                         batch_generation)
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)

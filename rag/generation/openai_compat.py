@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .client import Client, ServerError, sse_events
-from .generator import Generation, GenerationOptions, Generator
+from ..client import Client, ServerError, sse_events
+from .base import Generation, GenerationOptions, Generator
 from .models import ModelError, load_tokenizer
 
 APIS = ("completions", "chat")

@@ -15,7 +15,7 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
-from .config import BM25_WEIGHT, MODES
+from ..config import BM25_WEIGHT, MODES
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
@@ -102,12 +102,12 @@ class Retriever:
 
     @property
     def query_encoder(self):
-        """What embeds questions: ingest.query_encoder's numpy encoder when the index's
+        """What embeds questions: rag.retrieval.query_encoder's numpy encoder when the index's
         embedder is a model it runs exactly (no torch import: a cold `rag search` answers
         in about a second), else the sentence-transformers model."""
         if self._query_encoder is None:
             from ingest.embedder import resolve_revision
-            from ingest.query_encoder import NumpyQueryEncoder
+            from .query_encoder import NumpyQueryEncoder
 
             encoder = NumpyQueryEncoder.load(self.info.name, **self._embedder_args)
             if encoder is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ingest.errors import RagError
 
 from ..answer import Answer, Answerer
-from ..generator import Generation, GenerationOptions, Generator
+from ..generation.base import Generation, GenerationOptions, Generator
 from ..prompt import ABSTAIN_ANSWER, Turn
 from .live_index import LiveIndex
 from .worker import Job, ModelWorker, QueueFull

@@ -79,7 +79,7 @@ def read_rows(path: str | Path, rating: str | None = None) -> list[dict]:
 
 
 def export(db: str | Path, out: str | Path, rating: str | None = None) -> int:
-    """Write the feedback as a question set (rag/questions.py's schema), one question a
+    """Write the feedback as a question set (rag/evaluation/questions.py's schema), one question a
     line. `answer`, `gold` and `must_include` are left for staff to fill: until `gold`
     is filled, `rag eval` scores a question as unanswerable. What the student saw rides
     along: `model_answer`, `rating`, `comment`, `sources`, and `suggested_gold` (the

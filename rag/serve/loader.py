@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..factory import AnswerOptions, ModelOptions, build_generator, build_retriever, pick
-from ..generator import GenerationOptions
+from ..generation.base import GenerationOptions
 from .answering import Engine
 from .live_index import LiveIndex
 from .worker import ModelWorker

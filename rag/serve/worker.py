@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..generator import Generation, GenerationOptions, Generator
+from ..generation.base import Generation, GenerationOptions, Generator
 
 log = logging.getLogger("rag.serve")
 

@@ -7,7 +7,7 @@
     python scripts/bench/bench_cold_start.py --index /tmp/idx-client --server http://127.0.0.1:8000
     python scripts/bench/bench_cold_start.py --index /tmp/idx-client --stand-in   # see below
 
-Measures `rag --help`, `rag search` (questions embedded in numpy, ingest/query_encoder.py),
+Measures `rag --help`, `rag search` (questions embedded in numpy, rag/retrieval/query_encoder.py),
 `rag search` with RAG_QUERY_ENCODER=sentence-transformers (the path every search took
 before: torch, transformers, sentence-transformers, scikit-learn), and with a server
 `rag search --server URL` and `rag ask --server URL --json`. `--stand-in` serves
@@ -50,7 +50,7 @@ def stand_in(index: str):
     from types import SimpleNamespace
 
     from http_servers import contract_server
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
 
     retriever = Retriever(index)
     retriever.warm("hybrid")

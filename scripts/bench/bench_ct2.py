@@ -26,17 +26,17 @@ sys.path.insert(0, str(REPO / "scripts/bench"))
 WORKER = """
 import json, resource, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
-from rag.generator import GenerationOptions
+from rag.generation.base import GenerationOptions
 backend, model, prompts_file, new, threads = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 prompts = json.loads(open(prompts_file, encoding="utf-8").read())
 if backend == "ctranslate2":
-    from rag.ct2 import CT2Generator
+    from rag.generation.ct2 import CT2Generator
     gen = CT2Generator(model, device="cpu", threads=threads)
 else:
     import torch
     if threads:
         torch.set_num_threads(threads)
-    from rag.generate import TransformersGenerator
+    from rag.generation.hf import TransformersGenerator
     gen = TransformersGenerator(model, device="cpu", dtype="fp32")
 gen.generate(prompts[0], GenerationOptions(2))          # warm-up
 first, prefill, decode, plen = [], [], [], []
@@ -59,9 +59,9 @@ print(json.dumps({"backend": backend, "load_s": round(gen.load_s, 2),
 def prompts(n: int, tokenizer_source: str) -> list[str]:
     """Answering prompts of the sample questions with five passages each (k = 5), rendered as
     `rag ask` renders them for this model (its chat template, if it has one)."""
-    from rag.models import load_tokenizer
+    from rag.generation.models import load_tokenizer
     from rag.prompt import ContextPassage, render
-    from rag.questions import load_questions
+    from rag.evaluation.questions import load_questions
     from ingest.loaders import load_document
     from ingest.splitter import split_document
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         model = args.model
     export_dir = Path(f"{model.rstrip('/')}-ct2-{args.quantization}")
     if not (export_dir / "model.bin").exists():
-        from rag.ct2 import export
+        from rag.generation.ct2 import export
         export(model, export_dir, quantization=args.quantization,
                log=lambda s: print(s, file=sys.stderr))
     file = export_dir / "bench-prompts.json"

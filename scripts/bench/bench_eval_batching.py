@@ -31,16 +31,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bench_generate import add_model_args, model_from_args  # noqa: E402
 
-from rag.generate import TransformersGenerator  # noqa: E402
-from rag.generator import GenerationOptions  # noqa: E402
-from rag.questions import load_questions  # noqa: E402
+from rag.generation.hf import TransformersGenerator  # noqa: E402
+from rag.generation.base import GenerationOptions  # noqa: E402
+from rag.evaluation.questions import load_questions  # noqa: E402
 
 
 def packed_prompts(gen: TransformersGenerator, index: str, questions: list[str], max_new_tokens: int):
     """Hybrid retrieval + packing for the generator's window, as `rag eval` does."""
     from rag.answer import Answerer
     from rag.context import Source
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
     retriever = Retriever(index)
     answerer = Answerer(gen, retriever, options=GenerationOptions(max_new_tokens))
     hits = retriever.search_many(questions, k=5)

@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from rag.generate import TransformersGenerator  # noqa: E402
-from rag.generator import GenerationOptions  # noqa: E402
+from rag.generation.hf import TransformersGenerator  # noqa: E402
+from rag.generation.base import GenerationOptions  # noqa: E402
 from rag.prompt import build_prompt  # noqa: E402
-from rag.questions import load_questions  # noqa: E402
+from rag.evaluation.questions import load_questions  # noqa: E402
 
 OPENCALM_3B = dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=32,
                    num_attention_heads=32, vocab_size=52224, max_position_embeddings=2048,
@@ -129,7 +129,7 @@ def bench_generation(model: str, dtype: str | None, adapter: str | None, prompts
 def bench_overhead(model: str, index: str, questions: list[str]) -> dict:
     """Retrieval + prompt packing per question, models already loaded."""
     from rag.answer import Answerer
-    from rag.retrieve import Retriever
+    from rag.retrieval.retriever import Retriever
     retriever = Retriever(index)
     retriever.warm()
     answerer = Answerer(TransformersGenerator(model), retriever)

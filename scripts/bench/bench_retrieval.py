@@ -35,8 +35,8 @@ from ingest.loaders import load_document  # noqa: E402
 from ingest.passage import Passage  # noqa: E402
 from ingest.pipeline import IngestSettings, ingest  # noqa: E402
 from ingest.tokenizer import JapaneseTokenizer  # noqa: E402
-from rag.questions import load_questions  # noqa: E402
-from rag.retrieve import Retriever  # noqa: E402
+from rag.evaluation.questions import load_questions  # noqa: E402
+from rag.retrieval.retriever import Retriever  # noqa: E402
 
 CORPUS = REPO / "corpus"
 ZEN = str.maketrans("0123456789", "０１２３４５６７８９")

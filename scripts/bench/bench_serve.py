@@ -166,9 +166,9 @@ def engine_only(model: Path, index: Path, batch_size: int, max_new_tokens: int,
     import torch
 
     from rag.answer import Answerer
-    from rag.generate import TransformersGenerator
-    from rag.generator import GenerationOptions
-    from rag.retrieve import Retriever
+    from rag.generation.hf import TransformersGenerator
+    from rag.generation.base import GenerationOptions
+    from rag.retrieval.retriever import Retriever
 
     torch.set_num_threads(threads)
     generator = TransformersGenerator(str(model))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rag.questions import load_questions  # noqa: E402
-from rag.retrieve import Retriever  # noqa: E402
+from rag.evaluation.questions import load_questions  # noqa: E402
+from rag.retrieval.retriever import Retriever  # noqa: E402
 
 
 def main() -> None:

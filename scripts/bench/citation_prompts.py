@@ -46,13 +46,13 @@ def numbered_to_citations(text: str, sources) -> str:
 
 
 def main() -> int:
-    from rag import metrics
+    from rag.evaluation import metrics
     from rag.answer import Answerer
     from rag.config import load_config
     from rag.factory import ModelOptions, build_generator
-    from rag.generator import GenerationOptions
-    from rag.questions import load_questions
-    from rag.retrieve import Retriever
+    from rag.generation.base import GenerationOptions
+    from rag.evaluation.questions import load_questions
+    from rag.retrieval.retriever import Retriever
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="generator (a directory or export)")

@@ -35,7 +35,7 @@ READER = """
 import json, sys
 from pathlib import Path
 from ingest import store
-from rag.retrieve import Retriever
+from rag.retrieval.retriever import Retriever
 index, stop = Path(sys.argv[1]), Path(sys.argv[2])
 r = Retriever(index, thesaurus=None)
 r.warm("hybrid")                                      # the embedder, once

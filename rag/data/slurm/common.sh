@@ -1,7 +1,10 @@
 # Sourced by the batch scripts: how `rag` runs (container or plain Python), logging,
 # and forwarding Slurm's signals so a job checkpoints before it is stopped.
 #
-#   RAG_HOME        the repository (default: the directory sbatch was run from)
+#   RAG_HOME        the project directory: rag.toml, corpus, indexes, logs (default: the
+#                   directory sbatch was run from)
+#   RAG_SCRIPTS     where these scripts are (`rag slurm submit` sets it: the installed
+#                   package's rag/data/slurm; default: RAG_HOME/scripts/slurm, a checkout)
 #   RAG_CONTAINER   an Apptainer/Singularity image; unset = plain Python
 #   RAG_APPTAINER   apptainer or singularity (default: whichever is installed)
 #   RAG_PYTHON      the interpreter for plain Python (default: python3)

@@ -1,0 +1,2 @@
+"""`rag eval`: questions.py (the question set), run.py (answering it per condition),
+metrics.py (retrieval and answer scores), report.py (table, CSV/JSON, chart)."""
