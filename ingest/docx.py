@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import re
 
-from .loaders import LoadedDocument, LoadError, Page
+from .document import LoadedDocument, LoadError, Page
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _FULL = str.maketrans("0123456789", "０１２３４５６７８９")

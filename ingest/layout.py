@@ -26,7 +26,7 @@ from .japanese import NUMBER, nfkc, parse_number
 from .lines import Line, make_line
 
 if TYPE_CHECKING:
-    from .loaders import LoadedDocument
+    from .document import LoadedDocument
 
 # Markdown headings and list bullets before 第N条; a web page's ordered-list marker
 # before an article or a 項 number (「1. 第17条」, 「2. 2 聴講生を…」).

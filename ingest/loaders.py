@@ -1,16 +1,15 @@
 """Load regulation files into text, page by page.
 
-Each loader returns a `LoadedDocument`; anything wrong with a file raises `LoadError`
-whose message names the reason, so the caller can report it with the path and go on
-with the other files.
+Each loader returns a `LoadedDocument` (ingest.document); anything wrong with a file
+raises `LoadError` whose message names the reason, so the caller can report it with
+the path and go on with the other files.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RagError
+from .document import LoadedDocument, LoadError, Page
 from .japanese import looks_japanese
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
@@ -31,40 +30,6 @@ _HTML_NOISE = ("script", "style", "noscript", "nav", "header", "footer", "aside"
                "form", "button", "iframe", "svg", "template")
 _HTML_BLOCKS = ("p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
                 "dt", "dd", "pre", "blockquote", "section", "article", "br", "table")
-
-
-class LoadError(RagError):
-    """A file that cannot be indexed; the message says why."""
-
-
-@dataclass
-class Page:
-    text: str
-    number: int | None = None  # 1-based page number for PDFs
-
-
-@dataclass
-class LoadedDocument:
-    pages: list[Page]
-    title: str                # the regulation's name (ingest.title decides it on load)
-    kind: str                 # txt | md | html | pdf | docx
-    encoding: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    declared_title: str = ""  # front matter or rag.toml's title map: wins over detection
-    title_source: str = ""    # how the title was found, for `rag inspect`
-    _layout: object = field(default=None, repr=False, compare=False)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(p.text for p in self.pages)
-
-    def layout(self):
-        """The logical lines of the pages (ingest.layout), read once: title detection
-        and the splitter both need them."""
-        if self._layout is None:
-            from .layout import read_layout
-            self._layout = read_layout(self)
-        return self._layout
 
 
 def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .japanese import (NUMBER, article_label, has_sentence_end, parse_number)
 from .layout import Layout, Line
 from .layout import REFERENCE_TAIL
-from .loaders import LoadedDocument
+from .document import LoadedDocument
 from .passage import Passage, content_hash
 from .sizing import TokenCounter, unit_passages
 

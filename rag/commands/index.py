@@ -118,7 +118,7 @@ def _recorded_inputs(index_dir: Path) -> list[Path]:
 def _explain(paths, titles: dict[str, str], as_json: bool) -> None:
     """`rag ingest --explain`: how each document under PATHS reads (to stderr with --json)."""
     from ingest.inspect import inspect_file, render
-    from ingest.loaders import LoadError
+    from ingest.document import LoadError
     from ingest.pipeline import declared_title, discover
 
     files, _ = discover(list(paths))
@@ -151,7 +151,7 @@ def inspect(ctx, files, brief, as_json):
     were split. Nothing is indexed and no model is loaded.
     """
     from ingest.inspect import inspect_file, render
-    from ingest.loaders import LoadError
+    from ingest.document import LoadError
     from ingest.pipeline import declared_title
 
     cfg = config(ctx)
