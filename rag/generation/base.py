@@ -1,9 +1,12 @@
 """What answering, chat and evaluation need from a language model, whatever runs it.
 
 `Generator` is the interface; `rag.generation.hf.TransformersGenerator` (Hugging Face
-transformers + PEFT) is the implementation today, and other engines (CTranslate2, an
-OpenAI-compatible server) plug in behind the same methods, so `rag.answer` and
-`rag.evaluation.run` never know which one runs.
+transformers + PEFT), `rag.generation.ct2.CT2Generator` (CTranslate2) and
+`rag.generation.openai_compat.OpenAIGenerator` (an OpenAI-compatible server) plug in
+behind the same methods, so `rag.answer` and `rag.evaluation.run` never know which one
+runs. What every engine would otherwise repeat lives here: counting tokens, the check
+that a prompt and its answer fit the window (`check_window`), tokens per second
+(`rate`), and streaming text a whole character at a time (`CharacterStream`).
 """
 from __future__ import annotations
 
@@ -12,6 +15,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from ingest.errors import RagError
+
+
+class ModelError(RagError):
+    """A model, tokenizer or adapter that cannot be loaded or used as asked."""
+
+
+def rate(tokens: int, seconds: float) -> float | None:
+    """Tokens per second, None when nothing was timed or generated."""
+    return tokens / seconds if seconds > 0 and tokens else None
 
 
 @dataclass
@@ -39,8 +53,7 @@ def batch_generation(text: str, new_tokens: int, stopped_at_eos: bool, started: 
     first token, and its rate is its own tokens over the batch's time (so the decode
     rate is per sequence; times the batch size it is the batch's throughput)."""
     first_ms = (first_step - started) * 1000 if first_step is not None else None
-    return Generation(text, new_tokens, first_ms,
-                      new_tokens / elapsed if elapsed > 0 else None, stopped_at_eos)
+    return Generation(text, new_tokens, first_ms, rate(new_tokens, elapsed), stopped_at_eos)
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,17 @@ class Generator(ABC):
     def __init__(self) -> None:
         self._cancel = threading.Event()
 
-    @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this model's own tokenizer, without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def check_window(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """A prompt of `prompt_tokens` and an answer of `max_new_tokens` must fit the
+        context window; every engine refuses one that does not, before generating."""
+        if prompt_tokens + max_new_tokens > self.context_window:
+            raise ModelError(f"a prompt ({prompt_tokens} tokens) + max_new_tokens "
+                             f"({max_new_tokens}) exceeds the context window "
+                             f"({self.context_window})")
 
     @abstractmethod
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions(), *,
@@ -125,14 +146,36 @@ class Generator(ABC):
         self._cancel.set()
 
 
+class CharacterStream:
+    """Decoded text handed on a whole character at a time: a byte-level token may end
+    inside a character, which decodes as U+FFFD until the next token completes it."""
+
+    def __init__(self, on_text: Callable[[str], None] | None):
+        self.on_text = on_text
+        self.shown = ""
+
+    def show(self, text: str) -> None:
+        """`text` is all decoded so far: hand on what is new, unless it ends mid-character.
+        An exception of `on_text` propagates (the reader is gone)."""
+        if self.on_text and len(text) > len(self.shown) and not text.endswith("\ufffd"):
+            self.on_text(text[len(self.shown):])
+            self.shown = text
+
+    def finish(self, text: str) -> None:
+        """The final text: whatever is left, an incomplete character included."""
+        if self.on_text and len(text) > len(self.shown):
+            self.on_text(text[len(self.shown):])
+            self.shown = text
+
+
 class SequenceStream:
-    """One sequence of a streamed batch (engines' `stream_batch`): its new tokens, and its text streamed whole characters
-    at a time (a byte-level token may end inside a character)."""
+    """One sequence of a streamed batch (engines' `stream_batch`): its new tokens, and its
+    text streamed whole characters at a time (`CharacterStream`)."""
 
     def __init__(self, tokenizer, on_text: Callable[[str], None] | None):
         self.tokenizer, self.on_text = tokenizer, on_text
+        self.chars = CharacterStream(on_text)
         self.ids: list[int] = []
-        self.shown = ""
         self.first_at: float | None = None
         self.ended_at: float | None = None
         self.stopped = self.cancelled = False
@@ -146,14 +189,11 @@ class SequenceStream:
         if token in stop_ids and not fixed_length:
             self.stopped = True
             return False
-        text = self.text()
-        if self.on_text and len(text) > len(self.shown) and not text.endswith("\ufffd"):
-            try:
-                self.on_text(text[len(self.shown):])
-            except Exception:      # noqa: BLE001 - this sequence's reader is gone
-                self.cancelled = True
-                return False
-            self.shown = text
+        try:
+            self.chars.show(self.text())
+        except Exception:      # noqa: BLE001 - this sequence's reader is gone
+            self.cancelled = True
+            return False
         self.cancelled = cancel
         return not cancel
 
@@ -163,16 +203,16 @@ class SequenceStream:
 
     def result(self, started: float) -> Generation:
         text = self.text()
-        if self.on_text and not self.cancelled and len(text) > len(self.shown):
+        if not self.cancelled:
             try:
-                self.on_text(text[len(self.shown):])
+                self.chars.finish(text)
             except Exception:      # noqa: BLE001 - the reader left at the last moment
                 self.cancelled = True
         n = len(self.ids)
         elapsed = (self.ended_at or started) - started
         first = (self.first_at - started) * 1000 if self.first_at else None
-        return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None,
-                          self.stopped, cancelled=self.cancelled)
+        return Generation(text, n, first, rate(n, elapsed), self.stopped,
+                          cancelled=self.cancelled)
 
 
 class _Stopped(Exception):

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .base import Generation, GenerationOptions, Generator, SequenceStream
-from .models import ModelError, load_tokenizer
 from ..prompt import PROMPT_VERSION, trained_layout
+from .base import (CharacterStream, Generation, GenerationOptions, Generator, SequenceStream,
+                   rate)
+from .models import ModelError, load_tokenizer
 
 RECORD = "rag-export.json"
 QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16",
@@ -149,14 +150,9 @@ class CT2Generator(Generator):
         self.stop_ids = [eos] if eos is not None else []
         self.load_s = time.perf_counter() - started
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _tokens(self, prompt: str, max_new_tokens: int) -> list[str]:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) + max_new_tokens > self.context_window:
-            raise ModelError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) "
-                             f"exceeds the context window ({self.context_window})")
+        self.check_window(len(ids), max_new_tokens)
         return self.tokenizer.convert_ids_to_tokens(ids)
 
     def _sampling(self, options: GenerationOptions) -> dict:
@@ -172,7 +168,7 @@ class CT2Generator(Generator):
         started = time.perf_counter()
         first = None
         ids: list[int] = []
-        shown = ""
+        stream = CharacterStream(on_text)
         stopped = False
         steps = self.model.generate_tokens(
             tokens, max_length=options.max_new_tokens, end_token=self.stop_ids or None,
@@ -187,22 +183,17 @@ class CT2Generator(Generator):
                     ids.append(step.token_id)
                     break
                 ids.append(step.token_id)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                # Emit only whole characters: a token may end inside one.
-                if on_text and len(text) > len(shown) and not text.endswith("\ufffd"):
-                    on_text(text[len(shown):])
-                    shown = text
+                stream.show(self.tokenizer.decode(ids, skip_special_tokens=True))
                 if self._cancel.is_set():
                     break
         finally:
             steps.close()            # stops the generation when the reader went away
         text = self.tokenizer.decode([i for i in ids if i not in self.stop_ids],
                                      skip_special_tokens=True)
-        if on_text and len(text) > len(shown):
-            on_text(text[len(shown):])
+        stream.finish(text)
         elapsed = time.perf_counter() - started
         n = len(ids)
-        return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None, stopped,
+        return Generation(text, n, first, rate(n, elapsed), stopped,
                           cancelled=self._cancel.is_set())
 
     def generate_batch(self, prompts: list[str],

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .base import (Generation, GenerationOptions, Generator, SequenceStream,
-                        batch_generation)
+                   batch_generation, rate)
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
@@ -75,9 +75,6 @@ class TransformersGenerator(Generator):
             window = min(window, tok_max)
         return int(window)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
         """Greedy answers for several prompts at once (left padding), for evaluation.
@@ -92,10 +89,7 @@ class TransformersGenerator(Generator):
         finally:
             tok.padding_side = side
         width = inputs["input_ids"].shape[1]
-        if width + max_new_tokens > self.context_window:
-            raise GeneratorError(f"a prompt ({width} tokens) + max_new_tokens "
-                                 f"({max_new_tokens}) exceeds the context window "
-                                 f"({self.context_window})")
+        self.check_window(width, max_new_tokens)
         from transformers import LogitsProcessorList
 
         first = _FirstStep()
@@ -137,10 +131,7 @@ class TransformersGenerator(Generator):
         # which other threads of a server read at the same time.
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         for ids in encoded:
-            if len(ids) + options.max_new_tokens > self.context_window:
-                raise GeneratorError(f"a prompt ({len(ids)} tokens) + max_new_tokens "
-                                     f"({options.max_new_tokens}) exceeds the context window "
-                                     f"({self.context_window})")
+            self.check_window(len(ids), options.max_new_tokens)
         self._cancel.clear()
         started = time.perf_counter()
         with torch.inference_mode():
@@ -238,10 +229,7 @@ class TransformersGenerator(Generator):
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(
             self.device)
         prompt_len = inputs["input_ids"].shape[1]
-        if prompt_len + options.max_new_tokens > self.context_window:
-            raise GeneratorError(f"prompt ({prompt_len} tokens) + max_new_tokens "
-                                 f"({options.max_new_tokens}) exceeds the context window "
-                                 f"({self.context_window})")
+        self.check_window(prompt_len, options.max_new_tokens)
         streamer = _timed_streamer_class()(self.tokenizer, skip_prompt=True,
                                            skip_special_tokens=True)
         self._cancel.clear()
@@ -286,8 +274,8 @@ class TransformersGenerator(Generator):
         first = (streamer.first_token_at - started) * 1000 if streamer.first_token_at else None
         stopped = bool(new) and new[-1] in self.stop_ids
         n = len(new)
-        return Generation("".join(pieces), n, first, n / elapsed if elapsed > 0 and n else None,
-                          stopped, cancelled=self._cancel.is_set())
+        return Generation("".join(pieces), n, first, rate(n, elapsed), stopped,
+                          cancelled=self._cancel.is_set())
 
 
 def _stop_criteria(event: threading.Event):

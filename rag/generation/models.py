@@ -13,13 +13,10 @@ import os
 from pathlib import Path
 
 from ingest.attention import use_shape_agnostic_attention
-from ingest.errors import RagError
+
+from .base import ModelError
 
 DEFAULT_GENERATOR = "cyberagent/open-calm-3b"
-
-
-class ModelError(RagError):
-    """A model, tokenizer or adapter that cannot be loaded or used as asked."""
 
 
 def load_tokenizer(source: str, *, trust_remote_code: bool = False, what: str = "generator",

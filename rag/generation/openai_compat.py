@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..client import Client, ServerError, sse_events
-from .base import Generation, GenerationOptions, Generator
+from .base import Generation, GenerationOptions, Generator, rate
 from .models import ModelError, load_tokenizer
 
 APIS = ("completions", "chat")
@@ -86,16 +86,10 @@ class OpenAIGenerator(Generator):
         window = getattr(self.tokenizer, "model_max_length", None)
         return int(window) if window and window < 1_000_000 else None
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # ------------------------------------------------------------------ requests
 
     def _check(self, prompt: str, max_new_tokens: int) -> None:
-        n = self.count_tokens(prompt)
-        if n + max_new_tokens > self.context_window:
-            raise ModelError(f"prompt ({n} tokens) + max_new_tokens ({max_new_tokens}) "
-                             f"exceeds the context window ({self.context_window})")
+        self.check_window(self.count_tokens(prompt), max_new_tokens)
 
     def _body(self, prompt, options: GenerationOptions, stream: bool) -> tuple[str, dict]:
         body: dict = {"model": self.name, "max_tokens": options.max_new_tokens,
@@ -203,8 +197,8 @@ class OpenAIGenerator(Generator):
         text = "".join(pieces)
         elapsed = time.perf_counter() - started
         n = int((usage or {}).get("completion_tokens") or self.count_tokens(text))
-        return Generation(text, n, first, n / elapsed if elapsed > 0 and n else None,
-                          finish == "stop", cancelled=stop.is_set())
+        return Generation(text, n, first, rate(n, elapsed), finish == "stop",
+                          cancelled=stop.is_set())
 
     def generate_batch(self, prompts: list[str],
                        options: GenerationOptions = GenerationOptions()) -> list[Generation]:
@@ -235,5 +229,5 @@ class OpenAIGenerator(Generator):
                                   choice.get("finish_reason") == "stop"))
         total = sum(g.new_tokens for g in out)
         for g in out:
-            g.tokens_per_s = total / elapsed if elapsed > 0 else None
+            g.tokens_per_s = rate(total, elapsed)
         return out
