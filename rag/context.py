@@ -17,6 +17,7 @@ from typing import Protocol
 from ingest.japanese import NUMBER, article_label, nfkc, parse_number
 from ingest.passage import Passage
 
+from .citations import cited_as, citation_json
 from .prompt import ContextPassage
 
 _REF = re.compile(rf"(附則)?第({NUMBER})条(?:の({NUMBER}))?")
@@ -43,13 +44,12 @@ class Source:
     via: str | None = None          # the article that cited it, for cross-references
 
     def to_json(self) -> dict:
-        return {**self.passage.citation(),
-                "score": None if self.score is None else round(float(self.score), 6),
-                "cross_reference_from": self.via}
+        """The citation (rag.citations; an answer's sources add number, label, text, id)."""
+        return citation_json(self)
 
     def context(self) -> ContextPassage:
-        label = self.passage.label + (f"（{self.via}から参照）" if self.via else "")
-        return ContextPassage(self.passage.title, label, self.passage.text)
+        return ContextPassage(self.passage.title, cited_as(self.passage.label, self.via),
+                              self.passage.text)
 
 
 def cited_articles(passage: Passage, corpus: Corpus) -> list[tuple[str, str]]:

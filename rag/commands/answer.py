@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..citations import citation_parts, grounds_heading
 from ..config import MODES
 from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
@@ -64,27 +65,18 @@ def generation_options(f):
 
 
 def _print_sources(answer) -> None:
-    print_sources([s.to_json() for s in answer.sources], answer.abstained)
+    print_sources(answer.to_json()["sources"], answer.abstained)
 
 
 def print_sources(sources: list[dict], abstained: bool) -> None:
-    """The grounds as `rag ask` lists them, from the JSON form of its sources (a local
-    answer's, or a server's)."""
+    """The grounds as `rag ask` lists them (rag.citations), from the JSON form of its
+    sources (a local answer's, or a server's)."""
     if not sources:
         return
-    click.echo(click.style("近い条文:" if abstained else "根拠:", bold=True))
+    click.echo(click.style(grounds_heading(abstained), bold=True))
     for i, s in enumerate(sources, start=1):
-        cite = " ".join(x for x in (s.get("title"), label(s)) if x)
-        page = f" p.{s['page']}" if s.get("page") else ""
-        via = f"（{s['cross_reference_from']}から参照）" if s.get("cross_reference_from") else ""
-        click.echo(f"[{i}] {click.style(cite, fg='cyan')}{via}  "
-                   f"{click.style(str(s.get('source', '')) + page, dim=True)}")
-
-
-def label(citation: dict) -> str:
-    """第42条（除籍）第2項, from a JSON citation (Passage.label of the dict form)."""
-    caption = f"（{citation['caption']}）" if citation.get("caption") else ""
-    return f"{citation.get('article') or ''}{caption}{citation.get('paragraph') or ''}"
+        n, cite, via, where = citation_parts(s, i)
+        click.echo(f"{n} {click.style(cite, fg='cyan')}{via}  {click.style(where, dim=True)}")
 
 
 def _timing_line(timings: dict) -> str:

@@ -174,17 +174,15 @@ def inspect(ctx, files, brief, as_json):
 
 def _print_hits(query: str, hits: list[dict], full: bool) -> None:
     """One question's results as `rag search` prints them, from their JSON form (local
-    hits' or a server's)."""
-    from .answer import label
+    hits' or a server's), cited as answers cite them (rag.citations)."""
+    from ..citations import citation_parts
 
     click.echo(click.style(f"Q: {query}", bold=True))
     if not hits:
         click.echo("  (no matching passages)")
     for h in hits:
-        page = f" p.{h['page']}" if h.get("page") else ""
-        cite = " ".join(x for x in (h.get("title"), label(h)) if x)
-        click.echo(f"[{h['rank']}] {click.style(cite, fg='cyan')}  "
-                   f"{click.style(str(h.get('source', '')) + page, dim=True)}  "
+        n, cite, _, where = citation_parts(h, h["rank"])
+        click.echo(f"{n} {click.style(cite, fg='cyan')}  {click.style(where, dim=True)}  "
                    f"score {h['score']:.4f}")
         if h.get("heading"):
             click.echo(f"    {h['heading']}")
