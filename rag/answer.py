@@ -1,12 +1,26 @@
-"""Question -> passages -> answer: the path `rag ask`, `rag chat` and evaluation share."""
+"""Question -> passages -> answer: the one path `rag ask`, `rag chat`, `rag eval` and
+`rag serve` take.
+
+    prepared = answerer.prepare(question, history)   # history fitted, retrieval, packing,
+                                                     # the abstention decision, the prompt
+    generation = <any engine, now or later, here or in the server's worker>
+    answer = answerer.finish(prepared, generation)   # the Answer: text, sources, timings,
+                                                     # then each of answerer.finishers
+
+`ask` does both around `Generator.generate`, `answer_batch` around `generate_batch`, and
+the server (rag/serve/answering.py) around its model worker. An abstaining answer
+(nothing relevant retrieved, nothing fits) needs no generation: `finish(prepared, None)`.
+"""
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ingest.errors import RagError
 
+from .citations import sources_json
 from .context import Source, pack, shorten
 from .generation.base import Generation, GenerationOptions, Generator
 from .prompt import ABSTAIN_ANSWER, Turn, render
@@ -30,24 +44,55 @@ class Answer:
         return {
             "question": self.question, "answer": self.text, "abstained": self.abstained,
             "retrieval": self.retrieval,
-            "sources": [{"n": i, **s.to_json()} for i, s in enumerate(self.sources, start=1)],
+            "sources": sources_json(self.sources),
             "timings": {k: round(v, 3) if isinstance(v, float) else v
                         for k, v in self.timings.items()},
         }
 
 
+@dataclass
+class Prepared:
+    """A question ready to generate (`Answerer.prepare`): the prompt and the sources it
+    carries, or the decision to abstain (then `sources` are the nearest passages and
+    there is nothing to generate), how to decode, and what was timed so far."""
+    question: str
+    prompt: str
+    sources: list[Source]
+    abstained: bool
+    retrieval: bool
+    options: GenerationOptions
+    timings: dict = field(default_factory=dict)
+    history: list[Turn] = field(default_factory=list)
+
+
+# A step of `Answerer.finish` after the Answer is built: (answer, prepared) -> answer.
+Finisher = Callable[[Answer, Prepared], Answer]
+
+
 class Answerer:
-    """Retrieves, packs the context into the generator's window, and generates."""
+    """Retrieves, packs the context into the generator's window, and generates.
+
+    `finishers`: steps run in order on every finished Answer, abstentions included (the
+    place for evidence, citation and number checks): each takes (answer, prepared) and
+    returns the answer, changed or not."""
 
     def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
                  mode: str = "hybrid", min_score: float | None = None,
                  options: GenerationOptions = GenerationOptions(),
-                 follow_references: bool = True, context_tokens: int | None = None):
+                 follow_references: bool = True, context_tokens: int | None = None,
+                 finishers: Sequence[Finisher] = ()):
         self.generator, self.retriever = generator, retriever
         self.k, self.mode, self.min_score = k, mode, min_score
         self.options = options
         self.follow_references = follow_references
         self.context_tokens = context_tokens
+        self.finishers = list(finishers)
+
+    def using(self, retriever) -> "Answerer":
+        """The same answerer over another retriever (the server's live index)."""
+        other = copy.copy(self)
+        other.retriever = retriever
+        return other
 
     # ------------------------------------------------------------------ prompt
 
@@ -107,12 +152,11 @@ class Answerer:
         scores = [h.dense_score for h in hits if h.dense_score is not None]
         return self.min_score is None or not scores or max(scores) >= self.min_score
 
-    def prepare(self, question: str, hits=None, history: Sequence[Turn] = (), *,
-                retrieval: bool = True) -> tuple[str, list[Source], bool]:
+    def decide(self, question: str, hits=None, history: Sequence[Turn] = (), *,
+               retrieval: bool = True) -> tuple[str, list[Source], bool]:
         """(prompt, sources, abstained) for a question whose hits are already retrieved:
-        the one decision `rag ask`, `rag chat` and batch evaluation share. It abstains
-        when nothing relevant was retrieved, or when no passage fits the window (the
-        sources are then the nearest passages)."""
+        the one abstention decision. It abstains when nothing relevant was retrieved, or
+        when no passage fits the window (the sources are then the nearest passages)."""
         if not retrieval:
             return self.build(question, None, history)[0], [], False
         sources = [Source(h.passage, h.score) for h in hits]
@@ -121,54 +165,72 @@ class Answerer:
         prompt, chosen = self.build(question, sources, history)
         return (prompt, chosen, False) if chosen else ("", sources, True)
 
-    def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
-            on_text: Callable[[str], None] | None = None) -> Answer:
+    def prepare(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
+                hits=None, max_new_tokens: int | None = None,
+                timings: dict | None = None) -> Prepared:
+        """History fitted to the window, retrieval (unless `hits` are given: a batch
+        retrieved together), packing, the abstention decision and the prompt.
+        `max_new_tokens` caps this answer below the configured length (a server
+        request's); `timings` are what the caller measured before (the server's wait)."""
         if not question.strip():
             raise AnswerError("the question is empty")
-        timings: dict = {"model_load_s": self.generator.load_s}
+        timings = {"model_load_s": self.generator.load_s, **(timings or {})}
         history = self.fit_history(question, history)
-        if retrieval and self.retriever is None:
-            raise AnswerError("retrieval needs an index")
-        hits = None
-        if retrieval:
+        if retrieval and hits is None:
+            if self.retriever is None:
+                raise AnswerError("retrieval needs an index")
             hits, timings["retrieval_ms"] = self.retrieve(question, history)
         started = time.perf_counter()
-        prompt, sources, abstained = self.prepare(question, hits, history, retrieval=retrieval)
+        prompt, sources, abstained = self.decide(question, hits, history, retrieval=retrieval)
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
-        if abstained:
+        if not abstained:
+            timings["prompt_tokens"] = self.generator.count_tokens(prompt)
+        options = self.options
+        if max_new_tokens is not None and max_new_tokens != options.max_new_tokens:
+            options = GenerationOptions(max_new_tokens, options.temperature)
+        return Prepared(question, prompt, sources, abstained, retrieval, options, timings,
+                        history)
+
+    def finish(self, prepared: Prepared, gen: Generation | None, **timings) -> Answer:
+        """The Answer of a prepared question and its generation (None when it abstained):
+        the text, its sources, the timings (`timings`: the caller's own, such as the
+        server's queue time), then each of `self.finishers` in order."""
+        t = dict(prepared.timings)
+        if prepared.abstained or gen is None:
+            t.update(timings)
+            answer = Answer(prepared.question, ABSTAIN_ANSWER, prepared.sources, True, True,
+                            "", t)
+        else:
+            if gen.first_token_ms and t.get("prompt_tokens"):
+                t["prefill_tokens_per_s"] = t["prompt_tokens"] / (gen.first_token_ms / 1000)
+            t.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
+                     decode_tokens_per_s=gen.decode_tokens_per_s,
+                     generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos,
+                     **timings)
+            answer = Answer(prepared.question, gen.text.strip(), prepared.sources, False,
+                            prepared.retrieval, prepared.prompt, t)
+        for step in self.finishers:
+            answer = step(answer, prepared)
+        return answer
+
+    def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
+            on_text: Callable[[str], None] | None = None) -> Answer:
+        prepared = self.prepare(question, history, retrieval=retrieval)
+        if prepared.abstained:
             if on_text:
                 on_text(ABSTAIN_ANSWER)
-            return Answer(question, ABSTAIN_ANSWER, sources, True, True, "", timings)
-        timings["prompt_tokens"] = self.generator.count_tokens(prompt)
-        gen = self.generator.generate(prompt, self.options, on_text=on_text)
-        if gen.first_token_ms:
-            timings["prefill_tokens_per_s"] = timings["prompt_tokens"] / (gen.first_token_ms / 1000)
-        return self._answer(question, gen, sources, retrieval, prompt, timings)
+            return self.finish(prepared, None)
+        gen = self.generator.generate(prepared.prompt, prepared.options, on_text=on_text)
+        return self.finish(prepared, gen)
 
     def answer_batch(self, questions: list[str], hits: list | None = None) -> list[Answer]:
         """Answers for many questions at once (evaluation): the same decision as `ask`
-        for each, the prompts generated together. `hits`: each question's retrieved
-        passages, or None to answer without retrieval."""
+        for each, the prompts generated together (greedy). `hits`: each question's
+        retrieved passages, or None to answer without retrieval."""
         retrieval = hits is not None
-        prepared = [self.prepare(q, h, retrieval=retrieval)
+        prepared = [self.prepare(q, retrieval=retrieval, hits=h)
                     for q, h in zip(questions, hits or [None] * len(questions))]
-        prompts = [p for p, _, abstain in prepared if not abstain]
+        prompts = [p.prompt for p in prepared if not p.abstained]
         options = GenerationOptions(self.options.max_new_tokens)      # greedy
         generations = iter(self.generator.generate_batch(prompts, options) if prompts else [])
-        out = []
-        for q, (prompt, sources, abstain) in zip(questions, prepared):
-            if abstain:
-                out.append(Answer(q, ABSTAIN_ANSWER, sources, True, True, "", {}))
-            else:
-                timings = {"prompt_tokens": self.generator.count_tokens(prompt)}
-                out.append(self._answer(q, next(generations), sources, retrieval, prompt,
-                                        timings))
-        return out
-
-    @staticmethod
-    def _answer(question: str, gen: Generation, sources: list[Source], retrieval: bool,
-                prompt: str, timings: dict) -> Answer:
-        timings.update(first_token_ms=gen.first_token_ms, tokens_per_s=gen.tokens_per_s,
-                       decode_tokens_per_s=gen.decode_tokens_per_s,
-                       generated_tokens=gen.new_tokens, stopped_at_eos=gen.stopped_at_eos)
-        return Answer(question, gen.text.strip(), sources, False, retrieval, prompt, timings)
+        return [self.finish(p, None if p.abstained else next(generations)) for p in prepared]

@@ -1,9 +1,11 @@
-"""Resolved settings -> the objects that do the work: Retriever, Generator, Answerer.
+"""Resolved settings -> the objects that do the work: Retriever, Generator,
+GenerationOptions, Answerer.
 
-Every command that searches, answers or evaluates builds them here, so a bad index,
-embedder, thesaurus, model or adapter is reported the same way everywhere, and a
-setting given on the command line (anything not None) wins over rag.toml, which wins
-over the built-in default.
+Every command that searches, answers, evaluates or serves builds them here (`rag ask`,
+`rag chat`, `rag eval` and `rag serve` all get their Answerer from `build_answerer`), so
+a bad index, embedder, thesaurus, model or adapter is reported the same way everywhere,
+and a setting given on the command line (anything not None) wins over rag.toml, which
+wins over the built-in default.
 """
 from __future__ import annotations
 
@@ -170,15 +172,23 @@ def _check_room(generator: Generator, max_new_tokens: int) -> None:
             f"{generator.context_window}-token window for the question and its context")
 
 
+def generation_options(cfg: Config, answer: AnswerOptions) -> GenerationOptions:
+    """How to decode: the flags, else [generate]."""
+    return GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.max_new_tokens),
+                             temperature=pick(answer.temperature, cfg.temperature))
+
+
 def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
-                   retrieval: bool = True, log: Log = lambda s: None):
-    """Retriever (unless answering without retrieval) + generator -> Answerer."""
+                   retrieval: bool = True, retriever=None, log: Log = lambda s: None):
+    """Retriever (unless answering without retrieval, or one is given: evaluation shares
+    one between its variants) + generator -> Answerer. Without retrieval the Answerer
+    has no retriever (the server lends it its live index's, per request)."""
     from .answer import Answerer
 
-    options = GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.max_new_tokens),
-                                temperature=pick(answer.temperature, cfg.temperature))
+    options = generation_options(cfg, answer)
     mode = pick(answer.mode, cfg.mode)
-    retriever = build_retriever(cfg, answer.index_dir, mode) if retrieval else None
+    if retriever is None and retrieval:
+        retriever = build_retriever(cfg, answer.index_dir, mode)
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
     return Answerer(generator, retriever, k=pick(answer.k, cfg.k), mode=mode,
                     min_score=pick(answer.min_score, cfg.min_score), options=options,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..factory import ModelOptions, build_generator, build_retriever, configured_adapter, pick
+from ..factory import (AnswerOptions, ModelOptions, build_answerer, build_retriever,
+                       configured_adapter, pick)
 from .common import config, echo_json
 
 
@@ -80,15 +81,12 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
         retriever = build_retriever(cfg, index_dir, "hybrid" if dense else "bm25")
 
     def make_answerer(adapter: str | None):
-        from ..answer import Answerer
-        from ..generation.base import GenerationOptions
-
-        generator = build_generator(cfg, ModelOptions(model, adapter, adapter is None, device,
-                                                             strict=strict),
-                                    max_new_tokens=settings.max_new_tokens)
-        return Answerer(generator, retriever, k=settings.k, min_score=cfg.min_score,
-                        options=GenerationOptions(settings.max_new_tokens),
-                        context_tokens=settings.context_tokens)
+        # Answers are greedy (Answerer.answer_batch), whatever [generate] temperature says.
+        return build_answerer(
+            cfg, ModelOptions(model, adapter, adapter is None, device, strict=strict),
+            AnswerOptions(index_dir, settings.k, max_new_tokens=settings.max_new_tokens,
+                          context_tokens=settings.context_tokens),
+            retrieval=retriever is not None, retriever=retriever)
 
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     summary = run(questions, out_dir, settings, retriever=retriever,

@@ -1,6 +1,7 @@
-"""One question through the server: retrieve and build the prompt (under the lock
-that searches share), hand it to the model worker, and follow its text as events.
-/api/ask and /v1/chat/completions both answer through `Run`.
+"""One question through the server, on the answering path `rag ask` takes: the
+Answerer's `prepare` (under the lock that searches share), the model worker in place of
+`Generator.generate`, then the Answerer's `finish`. /api/ask and /v1/chat/completions
+both answer through `Run`, which follows the worker's text as events.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ingest.errors import RagError
 
-from ..answer import Answer, Answerer
+from ..answer import Answerer, Prepared
 from ..generation.base import Generation, GenerationOptions, Generator
 from ..prompt import ABSTAIN_ANSWER, Turn
 from .live_index import LiveIndex
@@ -34,29 +35,30 @@ class ApiError(Exception):
 
 @dataclass
 class Engine:
-    """What `rag serve` loads once: the generator and its worker, the live index, and
-    how to answer (k, mode, abstention threshold, default decoding)."""
-    generator: Generator
+    """What `rag serve` loads once: the Answerer (the generator, and how to answer: k,
+    mode, abstention threshold, decoding, the prompt budget; built by rag.factory as
+    for `rag ask`), the generator's worker, and the live index."""
+    answerer: Answerer
     worker: ModelWorker
     index: LiveIndex | None
-    k: int = 5
-    mode: str = "hybrid"
-    min_score: float | None = None
-    options: GenerationOptions = GenerationOptions()
-    context_tokens: int | None = None        # the prompt budget ([generate] context_tokens)
     # Searches and prompt building share it: Sudachi's tokenizer is not thread-safe.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answerer(self, retriever, max_new_tokens: int) -> Answerer:
-        options = GenerationOptions(max_new_tokens, self.options.temperature)
-        return Answerer(self.generator, retriever, k=self.k, mode=self.mode,
-                        min_score=self.min_score, options=options,
-                        context_tokens=self.context_tokens)
+    @property
+    def generator(self) -> Generator:
+        return self.answerer.generator
 
-    def search(self, query: str, k: int, mode: str) -> tuple[list[dict], str]:
+    @property
+    def options(self) -> GenerationOptions:
+        return self.answerer.options
+
+    def search(self, query: str, k: int | None = None,
+               mode: str | None = None) -> tuple[list[dict], str]:
+        """Hits as `rag search --json` gives them; k and mode default to [search]'s."""
         retriever, generation = self._retriever()
         with self.lock:
-            hits = retriever.search(query, k=k, mode=mode)
+            hits = retriever.search(query, k=k or self.answerer.k,
+                                    mode=mode or self.answerer.mode)
         return [h.to_json() for h in hits], generation
 
     def _retriever(self):
@@ -64,51 +66,39 @@ class Engine:
             raise ApiError(400, "this server has no index (started without retrieval)")
         return self.index.current()
 
+    def prepare(self, question: str, history: Sequence[Turn] = (), *,
+                retrieval: bool = True, max_new_tokens: int | None = None) -> "Asked":
+        """`Answerer.prepare` over the index generation in use now (blocking: run it in a
+        worker thread)."""
+        retriever, generation = self._retriever() if retrieval else (None, None)
+        answerer = self.answerer.using(retriever)
+        waiting = time.perf_counter()
+        try:
+            with self.lock:
+                wait = {"retrieval_wait_ms": (time.perf_counter() - waiting) * 1000}
+                prepared = answerer.prepare(question, history, retrieval=retrieval,
+                                            max_new_tokens=max_new_tokens, timings=wait)
+        except RagError as e:
+            raise ApiError(400, str(e)) from None
+        return Asked(answerer, prepared, generation)
+
 
 @dataclass
-class Prepared:
-    question: str
-    prompt: str
-    sources: list
-    abstained: bool
-    retrieval: bool
-    generation: str | None             # the index generation it was retrieved from
-    options: GenerationOptions
-    timings: dict
-
-
-def prepare(engine: Engine, question: str, history: Sequence[Turn] = (), *,
-            retrieval: bool = True, max_new_tokens: int | None = None) -> Prepared:
-    """Retrieval and prompt (blocking: run it in a worker thread)."""
-    retriever, generation = engine._retriever() if retrieval else (None, None)
-    answerer = engine.answerer(retriever, max_new_tokens or engine.options.max_new_tokens)
-    timings: dict = {"model_load_s": engine.generator.load_s}
-    waiting = time.perf_counter()
-    try:
-        with engine.lock:
-            timings["retrieval_wait_ms"] = (time.perf_counter() - waiting) * 1000
-            history = answerer.fit_history(question, history)
-            hits = None
-            if retrieval:
-                hits, timings["retrieval_ms"] = answerer.retrieve(question, history)
-            started = time.perf_counter()
-            prompt, sources, abstained = answerer.prepare(question, hits, history,
-                                                          retrieval=retrieval)
-            timings["prompt_ms"] = (time.perf_counter() - started) * 1000
-            if not abstained:
-                timings["prompt_tokens"] = engine.generator.count_tokens(prompt)
-    except RagError as e:
-        raise ApiError(400, str(e)) from None
-    return Prepared(question, prompt, sources, abstained, retrieval, generation,
-                    answerer.options, timings)
+class Asked:
+    """A prepared question, the answerer that prepared it (and will finish it), and the
+    index generation it was retrieved from."""
+    answerer: Answerer
+    prepared: Prepared
+    generation: str | None
 
 
 class Run:
     """A prepared question in the worker, and its events: ("token", text) pieces, then
     ("end", Generation). Its deadline counts from when the request arrived."""
 
-    def __init__(self, engine: Engine, prepared: Prepared, deadline: float):
-        self.engine, self.prepared, self.deadline = engine, prepared, deadline
+    def __init__(self, engine: Engine, asked: Asked, deadline: float):
+        self.engine, self.asked, self.deadline = engine, asked, deadline
+        self.prepared = asked.prepared
         self.id = secrets.token_hex(8)
         self._events: asyncio.Queue = asyncio.Queue()
         self.job: Job | None = None
@@ -175,24 +165,12 @@ class Run:
 
     def answer(self) -> dict:
         """The finished answer as `rag ask --json` prints it, plus id and generation."""
-        p, gen, timings = self.prepared, self.generation, dict(self.prepared.timings)
-        if gen is None:
-            answer = Answer(p.question, ABSTAIN_ANSWER, p.sources, True, True, "", timings)
-        else:
-            if gen.first_token_ms and timings.get("prompt_tokens"):
-                timings["prefill_tokens_per_s"] = timings["prompt_tokens"] / (
-                    gen.first_token_ms / 1000)
-            answer = Answerer._answer(p.question, gen, p.sources, p.retrieval, p.prompt,
-                                      timings)
-        if self.job is not None:
-            answer.timings.update(queue_ms=self.job.queue_ms,
-                                  generation_ms=self.job.generation_ms)
+        timings = {} if self.job is None else {"queue_ms": self.job.queue_ms,
+                                               "generation_ms": self.job.generation_ms}
+        answer = self.asked.answerer.finish(self.prepared, self.generation, **timings)
         obj = answer.to_json()
-        for out, source in zip(obj["sources"], p.sources):
-            out.update(label=source.passage.label, text=source.passage.text,
-                       id=source.passage.id)
-        obj.update(id=self.id, index_generation=p.generation, model=self.engine.generator.name,
-                   adapter=self.engine.generator.adapter)
+        obj.update(id=self.id, index_generation=self.asked.generation,
+                   model=self.engine.generator.name, adapter=self.engine.generator.adapter)
         return obj
 
 

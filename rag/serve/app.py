@@ -3,79 +3,27 @@ JSON. Models load in a background thread at startup, so /healthz answers at once
 /readyz says 503 until the retriever and the generator are in memory."""
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..config import MODES, Config
-from .answering import ApiError, Engine, RecentAnswers, Run, prepare
-from .feedback import FeedbackStore
-from .guard import Guard, TokenBuckets
+from ..config import MODES
+from .answering import ApiError, Engine, Run
+from .guard import Guard
+from .openai import add_openai_routes
+from .requests import (bool_field, event_stream, finish, int_field, question_field, read_json,
+                       sse, start_run)
+from .state import ServerState, ServeSettings
 
 log = logging.getLogger("rag.serve")
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServeSettings:
-    """The server's limits; a running server reads them on each request. Defaults are
-    the [serve] settings' own (rag/config.py), the one place they are written."""
-    max_body_bytes: int = Config.max_body_bytes
-    max_question_chars: int = Config.max_question_chars
-    timeout_s: float = Config.timeout_s
-    rate_per_minute: float = Config.rate_per_minute
-    rate_burst: int = Config.rate_burst
-    feedback_db: str = Config.feedback_db
-    token: str | None = None
-    buckets: TokenBuckets = field(init=False)
-
-    def __post_init__(self):
-        self.buckets = TokenBuckets(self.rate_per_minute, self.rate_burst)
-
-    @classmethod
-    def from_config(cls, cfg: Config, **overrides) -> "ServeSettings":
-        values = dict(max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
-                      max_question_chars=cfg.max_question_chars,
-                      rate_per_minute=cfg.rate_per_minute, rate_burst=cfg.rate_burst,
-                      feedback_db=cfg.feedback_db, token=os.environ.get("RAG_API_TOKEN") or None)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-class ServerState:
-    def __init__(self, settings: ServeSettings, load: Callable[[], Engine],
-                 on_load_error: Callable[[str], None] | None = None):
-        self.settings, self._load, self._on_load_error = settings, load, on_load_error
-        self.engine: Engine | None = None
-        self.load_error: str | None = None
-        self.recent = RecentAnswers()
-        self.feedback = FeedbackStore(settings.feedback_db)
-
-    def load(self) -> None:
-        try:
-            self.engine = self._load()
-        except Exception as e:  # noqa: BLE001 - /readyz says it; the log has the trace
-            log.debug("loading failed", exc_info=True)
-            self.load_error = str(e)
-            if self._on_load_error:
-                self._on_load_error(self.load_error)
-
-    def ready(self) -> Engine:
-        if self.engine is None:
-            raise ApiError(503, f"not ready: {self.load_error}" if self.load_error
-                           else "not ready: the models are loading", {"Retry-After": "5"})
-        return self.engine
 
 
 def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
@@ -96,7 +44,6 @@ def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
     app.state.rag = state
     _errors(app)
     _routes(app, state, static_dir)
-    from .openai import add_openai_routes
     add_openai_routes(app, state)
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -115,88 +62,6 @@ def _errors(app: FastAPI) -> None:
                             headers=getattr(e, "headers", None))
 
     # Any other exception: rag.serve.guard answers 500 (with the security headers).
-
-
-async def read_json(request: Request, limit: int) -> dict:
-    """The body as a JSON object, read no further than `limit` bytes."""
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    try:
-        obj = json.loads(b"".join(chunks) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not JSON") from None
-    if not isinstance(obj, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return obj
-
-
-def question_field(value, settings: ServeSettings, name: str = "question", *,
-                   limit: bool = True) -> str:
-    """The question, stripped; `limit=False` for a server without an index, which is
-    sent whole prompts (another `rag` with backend = "openai"): the body limit bounds it."""
-    if not isinstance(value, str):
-        raise ApiError(400, f"field {name!r} must be a string")
-    if not value.strip():
-        raise ApiError(400, f"field {name!r} is empty")
-    if limit and len(value) > settings.max_question_chars:
-        raise ApiError(422, f"field {name!r} is longer than {settings.max_question_chars} "
-                       "characters")
-    return value.strip()
-
-
-def int_field(body: dict, name: str, default: int, low: int, high: int) -> int:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ApiError(400, f"field {name!r} must be an integer from {low} to {high}")
-    return value
-
-
-def bool_field(body: dict, name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"field {name!r} must be true or false")
-    return value
-
-
-def sse(event: str, data) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def start_run(request: Request, state: ServerState, question: str, history=(), *,
-                    retrieval: bool = True, max_new_tokens: int | None = None) -> Run:
-    engine = state.ready()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.settings.timeout_s
-    prepared = await run_in_threadpool(prepare, engine, question, history,
-                                       retrieval=retrieval, max_new_tokens=max_new_tokens)
-    return Run(engine, prepared, deadline).start()
-
-
-def disconnect_probe(request: Request):
-    async def still_wanted() -> bool:
-        return not await request.is_disconnected()
-    return still_wanted
-
-
-def event_stream(events) -> StreamingResponse:
-    """Server-sent events, which proxies must pass on unbuffered."""
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def finish(run: Run, request: Request, state: ServerState) -> dict:
-    """A non-streamed answer: generated while its client stays, then kept for feedback."""
-    async for _ in run.events(disconnect_probe(request)):
-        pass
-    answer = run.answer()
-    state.recent.add(answer)
-    return answer
 
 
 def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
@@ -222,15 +87,16 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         return FileResponse(index, media_type="text/html; charset=utf-8")
 
     @app.get("/api/search")
-    async def search(request: Request, q: str | None = None, k: str = "5",
-                     mode: str = "hybrid"):
+    async def search(request: Request, q: str | None = None, k: str | None = None,
+                     mode: str | None = None):
+        """k and mode, when not given, are the server's [search] settings."""
         question = question_field(q, settings, "q")
-        if not k.isdigit() or not 1 <= int(k) <= 50:
+        if k is not None and (not k.isdigit() or not 1 <= int(k) <= 50):
             raise ApiError(400, "field 'k' must be an integer from 1 to 50")
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise ApiError(400, f"field 'mode' must be one of {', '.join(MODES)}")
         engine = state.ready()
-        hits, _ = await run_in_threadpool(engine.search, question, int(k), mode)
+        hits, _ = await run_in_threadpool(engine.search, question, int(k) if k else None, mode)
         return hits
 
     @app.post("/api/ask")

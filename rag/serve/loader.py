@@ -1,13 +1,12 @@
-"""Settings -> Engine: the same retriever and generator `rag ask` builds (rag.factory),
-wrapped for serving: the index followed live, the generator behind one worker."""
+"""Settings -> Engine: the same Answerer `rag ask` builds (rag.factory), wrapped for
+serving: the index followed live, the generator behind one worker."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 
 from ..config import Config
-from ..factory import AnswerOptions, ModelOptions, build_generator, build_retriever, pick
-from ..generation.base import GenerationOptions
+from ..factory import AnswerOptions, ModelOptions, build_answerer, build_retriever, pick
 from .answering import Engine
 from .live_index import LiveIndex
 from .worker import ModelWorker
@@ -30,8 +29,6 @@ class WorkerOptions:
 
 def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
                  worker: WorkerOptions, *, retrieval: bool = True, log=lambda s: None) -> Engine:
-    options = GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.max_new_tokens),
-                                temperature=pick(answer.temperature, cfg.temperature))
     mode = pick(answer.mode, cfg.mode)
     lock = threading.Lock()
     index = None
@@ -40,10 +37,9 @@ def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
             return build_retriever(cfg, index_dir, mode, warm=False)
         index = LiveIndex(pick(answer.index_dir, cfg.index), load, mode=mode,
                           check_s=worker.index_check_ms / 1000, lock=lock)
-    generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
-    model_worker = ModelWorker(generator, max_batch=worker.batch_size,
+    # Its retriever is the live index's, lent per request (Engine.prepare).
+    answerer = build_answerer(cfg, model, answer, retrieval=False, log=log)
+    model_worker = ModelWorker(answerer.generator, max_batch=worker.batch_size,
                                wait_s=worker.batch_wait_ms / 1000,
                                capacity=worker.queue_size).start()
-    return Engine(generator, model_worker, index, k=pick(answer.k, cfg.k), mode=mode,
-                  min_score=pick(answer.min_score, cfg.min_score), options=options, lock=lock,
-                  context_tokens=pick(answer.context_tokens, cfg.context_tokens))
+    return Engine(answerer, model_worker, index, lock=lock)

@@ -14,10 +14,12 @@ import time
 
 from fastapi import FastAPI, Request
 
+from ..citations import grounds_text
 from ..prompt import Turn
 from .answering import ApiError, Run
-from .app import (ServerState, bool_field, event_stream, finish, int_field, question_field,
-                  read_json, start_run)
+from .requests import (bool_field, event_stream, finish, int_field, question_field, read_json,
+                       start_run)
+from .state import ServerState
 
 log = logging.getLogger("rag.serve")
 
@@ -94,16 +96,9 @@ def _conversation(messages) -> tuple[str, list[Turn]]:
 
 
 def grounds(answer: dict) -> str:
-    """The cited articles as text, as `rag ask` lists them."""
-    if not answer["sources"]:
-        return ""
-    lines = ["", "", "近い条文:" if answer["abstained"] else "根拠:"]
-    for s in answer["sources"]:
-        cite = " ".join(x for x in (s.get("title"), s.get("label")) if x)
-        via = f"（{s['cross_reference_from']}から参照）" if s.get("cross_reference_from") else ""
-        page = f" p.{s['page']}" if s.get("page") else ""
-        lines.append(f"[{s['n']}] {cite}{via}  {s['source']}{page}")
-    return "\n".join(lines)
+    """The cited articles as text, as `rag ask` lists them (rag.citations)."""
+    lines = grounds_text(answer["sources"], answer["abstained"])
+    return "\n".join(["", "", *lines]) if lines else ""
 
 
 def finish_reason(answer: dict, run: Run) -> str:

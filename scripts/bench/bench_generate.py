@@ -137,7 +137,7 @@ def bench_overhead(model: str, index: str, questions: list[str]) -> dict:
     for q in questions:
         t0 = time.perf_counter()
         hits, ms = answerer.retrieve(q)
-        answerer.prepare(q, hits)
+        answerer.decide(q, hits)
         times.append((time.perf_counter() - t0) * 1000)
         retrieval.append(ms)
     times.sort()

@@ -174,7 +174,7 @@ def engine_only(model: Path, index: Path, batch_size: int, max_new_tokens: int,
     generator = TransformersGenerator(str(model))
     answerer = Answerer(generator, Retriever(index), options=GenerationOptions(max_new_tokens))
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch_size)]
-    prompts = [answerer.prepare(q, answerer.retrieve(q)[0])[0] for q in questions]
+    prompts = [answerer.prepare(q).prompt for q in questions]
     options = GenerationOptions(max_new_tokens)
     generator.stream_batch(prompts, options)      # warm-up: the first batch allocates
     started = time.perf_counter()
