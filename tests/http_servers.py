@@ -3,23 +3,23 @@
 - `openai_server(generator)`: an OpenAI-compatible server (/v1/models, /v1/completions,
   /v1/chat/completions, streaming as server-sent events) that generates with a
   TransformersGenerator, as vLLM would with the same weights. A chat message's content
-  is generated from as it is (the tiny model has no chat template).
-- `contract_server(answerer)`: the `/api/ask` and `/api/search` of docs/serve-api.md,
-  answered by a real Answerer, so the `--server` client can be checked against what the
-  local commands print. It stands in for `rag serve` only to test the client side of that
-  contract; tests/test_serve_client.py runs the same checks against the real `rag serve`.
-
-Both speak HTTP/1.0 (the body ends when the connection closes), one generation at a
-time, optional bearer token, and record what they saw (`.state`) for the tests.
+  is generated from as it is (the tiny model has no chat template). It speaks HTTP/1.0
+  (the body ends when the connection closes), one generation at a time, optional bearer
+  token, and records what it saw (`.state`) for the tests.
+- `contract_server(answerer)`: the real `rag serve` app (rag.serve.app.create_app) under
+  uvicorn in this process, answering with the answerer's generator and retriever, so the
+  `--server` client can be checked against what the local commands print. Beside it, the
+  hooks the client tests need (`ContractServer`): the last /api/ask body, the token, a
+  full queue, holding a stream after its first piece, and the worker's counters.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,76 +175,98 @@ def openai_server(generator, token: str | None = None):
 
 # --------------------------------------------------------------------------- rag serve
 
-class ContractApp(_App):
-    """docs/serve-api.md's /api/ask and /api/search over a real Answerer."""
+class ContractServer:
+    """The real app, and what the client tests look at or change while it runs."""
 
-    def __init__(self, answerer, token=None):
-        super().__init__(token)
-        self.answerer = answerer
-        self.busy_retry_after: int | None = None       # answer 503 with Retry-After
+    def __init__(self, answerer, tmp_dir, token: str | None = None):
+        from rag.serve.app import create_app
+        from rag.serve.answering import Engine
+        from rag.serve.live_index import LiveIndex
+        from rag.serve.state import ServeSettings
+        from rag.serve.worker import ModelWorker
 
-    def get(self, h, url):
-        if url.path == "/healthz":
-            h._send_json(200, {"status": "ok"})
-            return
-        if url.path != "/api/search":
-            h._send_json(404, {"error": "not found"})
-            return
-        q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        if not q.get("q"):
-            h._send_json(400, {"error": "q: the question is missing"})
-            return
-        retriever = self.answerer.retriever
-        hits = retriever.search(q["q"], k=int(q.get("k", 5)), mode=q.get("mode", "hybrid"))
-        h._send_json(200, [hit.to_json() for hit in hits])
+        self.state: dict = {}
+        self.hold_after_first: threading.Event | None = None   # streaming checks
+        lock = threading.Lock()
+        retriever = answerer.retriever
+        index = LiveIndex(retriever.index_dir, lambda _: retriever, mode=answerer.mode,
+                          lock=lock)
+        generator = answerer.generator
+        self._hold_streams(generator)
+        worker = ModelWorker(generator)
+        self.engine = Engine(answerer.using(None), worker.start(), index, lock=lock)
+        self.settings = ServeSettings(rate_per_minute=0, token=token,
+                                      feedback_db=str(Path(tmp_dir) / "feedback.sqlite3"))
+        self.app = create_app(self.settings, lambda: self.engine)
 
-    def post(self, h, path, body):
-        if path != "/api/ask":
-            h._send_json(404, {"error": "not found"})
-            return
-        if self.busy_retry_after is not None:
-            h._send_json(503, {"error": "the queue is full"},
-                         {"Retry-After": str(self.busy_retry_after)})
-            return
-        self.state["last_body"] = body
-        question = body.get("question") or ""
-        if body.get("max_new_tokens"):
-            self.answerer.options = type(self.answerer.options)(int(body["max_new_tokens"]))
-        retrieval = body.get("retrieval", True)
+    @property
+    def token(self) -> str | None:
+        return self.settings.token
 
-        def whole(answer) -> dict:
-            obj = answer.to_json()
-            obj["model"] = self.answerer.generator.name
-            obj["adapter"] = self.answerer.generator.adapter
-            obj["id"], obj["index_generation"] = "a1", "g1"
-            return obj
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self.settings.token = value
 
-        if not body.get("stream"):
-            with self.lock:
-                answer = self.answerer.ask(question, retrieval=retrieval)
-            h._send_json(200, whole(answer))
-            return
-        h._start_events()
-        sent = []
+    def _hold_streams(self, generator) -> None:
+        """After a stream's first piece, wait for `hold_after_first` (when set)."""
+        stream_batch = generator.stream_batch
 
-        def on_text(piece):
-            h._event({"text": piece}, "token")
-            sent.append(piece)
-            if len(sent) == 1:
-                self.wait_if_held()
+        def held(on_text):
+            def forward(piece):
+                on_text(piece)
+                if self.hold_after_first is not None:
+                    release, self.hold_after_first = self.hold_after_first, None
+                    self.state["held"] = release.wait(timeout=30)
+            return forward
 
-        with self.lock:
+        def hold(prompts, options, on_text=None, cancelled=None):
+            return stream_batch(prompts, options, [held(cb) if cb else cb for cb in on_text or
+                                                   [None] * len(prompts)], cancelled)
+
+        generator.stream_batch = hold
+
+    async def __call__(self, scope, receive, send):
+        """The app, noting the JSON body of each /api/ask."""
+        if scope["type"] != "http" or scope["path"] != "/api/ask":
+            return await self.app(scope, receive, send)
+        chunks = []
+
+        async def noting():
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self.state["last_body"] = json.loads(b"".join(chunks) or b"null")
+            return message
+
+        await self.app(scope, noting, send)
+
+    def full_queue(self):
+        """A context in which every question is refused with 503 (a full queue)."""
+        from rag.serve.worker import QueueFull
+
+        worker = self.engine.worker
+
+        @contextlib.contextmanager
+        def full():
+            def refuse(job):
+                raise QueueFull
+            worker.submit = refuse
             try:
-                answer = self.answerer.ask(question, retrieval=retrieval, on_text=on_text)
-            except (BrokenPipeError, ConnectionResetError):
-                self.state["client_went_away"] = True
-                return
-        obj = whole(answer)
-        h._event({"abstained": obj["abstained"], "sources": obj["sources"]}, "sources")
-        time.sleep(0)
-        h._event(obj, "done")
+                yield
+            finally:
+                del worker.submit
+        return full()
 
 
-def contract_server(answerer, token: str | None = None):
-    """`with contract_server(answerer) as (url, app)`."""
-    return _serving(ContractApp(answerer, token))
+@contextlib.contextmanager
+def contract_server(answerer, tmp_dir, token: str | None = None):
+    """`with contract_server(answerer, tmp_dir) as (url, server)`: the real `rag serve`."""
+    from serve_client import LiveServer
+
+    server = ContractServer(answerer, tmp_dir, token)
+    live = LiveServer(server).start()
+    try:
+        yield live.url, server
+    finally:
+        live.stop()

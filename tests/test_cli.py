@@ -26,11 +26,29 @@ def test_search_json_contract(corpus_index):
     assert scores == sorted(scores, reverse=True)
 
 
+def _ranking(hits) -> list[tuple[str, str, str]]:
+    return [(h["source"], h["article"], h["id"]) for h in hits]
+
+
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
-def test_each_mode(corpus_index, mode):
+def test_each_mode_ranks_as_the_retriever_does_in_that_mode(corpus_index, mode):
+    from rag.retrieval.retriever import Retriever
+
     r = run("search", "除籍", "--index", corpus_index, "--mode", mode, "--json", "-k", 3)
     assert r.exit_code == 0, r.output
-    assert len(json.loads(r.output)) == 3
+    hits = json.loads(r.output)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert _ranking(hits) == _ranking(h.to_json() for h in Retriever(corpus_index).search(
+        "除籍", k=3, mode=mode))
+
+
+def test_the_modes_rank_differently(corpus_index):
+    """--mode is applied: the three modes do not all give one ranking."""
+    rankings = {mode: _ranking(json.loads(run("search", "除籍", "--index", corpus_index,
+                                                "--mode", mode, "--json", "-k", 5).output))
+                for mode in ("bm25", "dense", "hybrid")}
+    assert rankings["bm25"] != rankings["dense"]
+    assert rankings["hybrid"] != rankings["dense"] or rankings["hybrid"] != rankings["bm25"]
 
 
 def test_bm25_finds_the_article_by_its_words(corpus_index):
