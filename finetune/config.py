@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag.generation.base import DEFAULT_GENERATOR
 from rag.settings import ConfigError, apply_file, apply_sets, read_toml, set_value, setting
 
 __all__ = ["TrainConfig", "ConfigError", "load_config"]
@@ -18,7 +19,7 @@ __all__ = ["TrainConfig", "ConfigError", "load_config"]
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = setting("cyberagent/open-calm-3b",
+    model: str = setting(DEFAULT_GENERATOR,
                          help="Base model: a Hugging Face id or a local directory.")
     data: list[str] = setting(factory=list, help=(
         "Training data: Hugging Face dataset ids or JSON/JSONL/CSV files of Alpaca "

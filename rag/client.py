@@ -9,7 +9,6 @@ failure is a `ServerError` (a RagError) whose message names the URL and says wha
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
@@ -46,7 +45,7 @@ class Client:
         self.url = url.rstrip("/")
         self._parts = parts
         self._prefix = parts.path.rstrip("/")
-        self.token = os.environ.get(token_variable) if token is None else token
+        self.token = token        # RAG_API_TOKEN: Config.api_token (the commands pass it)
         self.what, self.token_variable = what, token_variable
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
 

@@ -59,12 +59,13 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
     from .retrieval.retriever import Retriever
 
     retriever = Retriever(pick(index_dir, Path(cfg.index)), embedder=embedder,
-                          device=pick(device, cfg.device),
-                          trust_remote_code=cfg.trust_remote_code,
-                          thesaurus=cfg.thesaurus if expand else None,
-                          bm25_weight=cfg.bm25_weight)
+                          device=pick(device, cfg.ingest.device),
+                          trust_remote_code=cfg.ingest.trust_remote_code,
+                          thesaurus=cfg.search.thesaurus if expand else None,
+                          bm25_weight=cfg.search.bm25_weight,
+                          query_encoder=cfg.search.query_encoder)
     if warm:
-        retriever.warm(pick(mode, cfg.mode))
+        retriever.warm(pick(mode, cfg.search.mode))
     return retriever
 
 
@@ -73,16 +74,16 @@ def configured_adapter(cfg: Config, log: Log = lambda s: None) -> str | None:
     in the local cache or fetchable. A path that does not exist (yet) is skipped."""
     from .generation.models import adapter_base_model
 
-    if not cfg.adapter:
+    if not cfg.generate.adapter:
         return None
-    if Path(cfg.adapter).expanduser().exists():
-        return str(Path(cfg.adapter).expanduser())
+    if Path(cfg.generate.adapter).expanduser().exists():
+        return str(Path(cfg.generate.adapter).expanduser())
     try:
-        adapter_base_model(cfg.adapter)
+        adapter_base_model(cfg.generate.adapter)
     except ModelError:
-        log(f"configured adapter {cfg.adapter} not found; answering without it")
+        log(f"configured adapter {cfg.generate.adapter} not found; answering without it")
         return None
-    return cfg.adapter
+    return cfg.generate.adapter
 
 
 def resolve_adapter(cfg: Config, opts: ModelOptions, log: Log = lambda s: None) -> str | None:
@@ -99,15 +100,15 @@ def _openai_generator(cfg: Config, opts: ModelOptions, max_new_tokens: int,
     if opts.adapter:
         raise ModelError("with [generate] backend = \"openai\" the server applies the adapter "
                          "(vLLM: --lora-modules NAME=PATH); give its served name as --model")
-    if cfg.adapter and not opts.no_adapter:
-        log(f"configured adapter {cfg.adapter} not applied here: the openai backend's server "
+    if cfg.generate.adapter and not opts.no_adapter:
+        log(f"configured adapter {cfg.generate.adapter} not applied here: the openai backend's server "
             "serves the model (and its adapter) named by [generate] model")
-    model = opts.model or cfg.model
-    log(f"generating with {model} on {cfg.base_url} (OpenAI-compatible, {cfg.api})")
+    model = opts.model or cfg.generate.model
+    log(f"generating with {model} on {cfg.generate.base_url} (OpenAI-compatible, {cfg.generate.api})")
     generator = OpenAIGenerator(
-        cfg.base_url or "", model, api=cfg.api, tokenizer=cfg.tokenizer, api_key=cfg.api_key,
-        context_window=cfg.context_window,
-        trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code))
+        cfg.generate.base_url or "", model, api=cfg.generate.api, tokenizer=cfg.generate.tokenizer, api_key=cfg.generate.api_key,
+        context_window=cfg.generate.context_window,
+        trust_remote_code=pick(opts.trust_remote_code, cfg.generate.trust_remote_code))
     _check_room(generator, max_new_tokens)
     return generator
 
@@ -121,33 +122,33 @@ def build_generator(cfg: Config, opts: ModelOptions, *, max_new_tokens: int,
     from .generation.models import base_model_for
 
     model = opts.model
-    if cfg.backend == "openai":
+    if cfg.generate.backend == "openai":
         return _openai_generator(cfg, opts, max_new_tokens, log)
-    if cfg.backend == "ctranslate2" or (cfg.backend == "auto" and is_export(
-            model or cfg.model)):
+    if cfg.generate.backend == "ctranslate2" or (cfg.generate.backend == "auto" and is_export(
+            model or cfg.generate.model)):
         # An export carries its adapter merged in; a configured adapter does not apply.
         if opts.adapter:
-            raise ModelError(f"{model or cfg.model} is a CTranslate2 export: its adapter was "
+            raise ModelError(f"{model or cfg.generate.model} is a CTranslate2 export: its adapter was "
                              "merged when it was exported (`rag models export --adapter`)")
-        if cfg.adapter and not opts.no_adapter:
-            log(f"configured adapter {cfg.adapter} not applied: a CTranslate2 export carries "
+        if cfg.generate.adapter and not opts.no_adapter:
+            log(f"configured adapter {cfg.generate.adapter} not applied: a CTranslate2 export carries "
                 "the adapter it was exported with")
-        log(f"loading {model or cfg.model} (CTranslate2)")
-        generator = CT2Generator(model or cfg.model, device=pick(opts.device, cfg.gen_device),
-                                 threads=cfg.threads)
+        log(f"loading {model or cfg.generate.model} (CTranslate2)")
+        generator = CT2Generator(model or cfg.generate.model, device=pick(opts.device, cfg.generate.device),
+                                 threads=cfg.generate.threads)
         _check_layout(layout_mismatch(generator.record.get("trained_prompt"),
                                       generator.tokenizer), opts, log)
         _check_room(generator, max_new_tokens)
         return generator
     adapter = resolve_adapter(cfg, opts, log)
     if model is None:
-        model = base_model_for(adapter, cfg.model) if adapter else cfg.model
+        model = base_model_for(adapter, cfg.generate.model) if adapter else cfg.generate.model
     log(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
     generator = TransformersGenerator(
-        model, adapter=adapter, device=pick(opts.device, cfg.gen_device),
-        dtype=pick(opts.dtype, cfg.dtype),
-        trust_remote_code=pick(opts.trust_remote_code, cfg.gen_trust_remote_code),
-        allow_pickle=pick(opts.allow_pickle, cfg.allow_pickle))
+        model, adapter=adapter, device=pick(opts.device, cfg.generate.device),
+        dtype=pick(opts.dtype, cfg.generate.dtype),
+        trust_remote_code=pick(opts.trust_remote_code, cfg.generate.trust_remote_code),
+        allow_pickle=pick(opts.allow_pickle, cfg.generate.allow_pickle))
     if adapter:
         _check_layout(layout_mismatch(trained_layout(adapter), generator.tokenizer), opts, log)
     _check_room(generator, max_new_tokens)
@@ -174,8 +175,8 @@ def _check_room(generator: Generator, max_new_tokens: int) -> None:
 
 def generation_options(cfg: Config, answer: AnswerOptions) -> GenerationOptions:
     """How to decode: the flags, else [generate]."""
-    return GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.max_new_tokens),
-                             temperature=pick(answer.temperature, cfg.temperature))
+    return GenerationOptions(max_new_tokens=pick(answer.max_new_tokens, cfg.generate.max_new_tokens),
+                             temperature=pick(answer.temperature, cfg.generate.temperature))
 
 
 def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
@@ -186,10 +187,10 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     from .answer import Answerer
 
     options = generation_options(cfg, answer)
-    mode = pick(answer.mode, cfg.mode)
+    mode = pick(answer.mode, cfg.search.mode)
     if retriever is None and retrieval:
         retriever = build_retriever(cfg, answer.index_dir, mode)
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
-    return Answerer(generator, retriever, k=pick(answer.k, cfg.k), mode=mode,
-                    min_score=pick(answer.min_score, cfg.min_score), options=options,
-                    context_tokens=pick(answer.context_tokens, cfg.context_tokens))
+    return Answerer(generator, retriever, k=pick(answer.k, cfg.search.k), mode=mode,
+                    min_score=pick(answer.min_score, cfg.generate.min_score), options=options,
+                    context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens))

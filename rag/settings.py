@@ -2,11 +2,13 @@
 (finetune.config.TrainConfig) alike.
 
 A settings class is a dataclass whose fields say everything about a setting: its type
-and default (the annotation and default), its help text, the TOML section it may sit in
-and its environment variable (`setting(...)` metadata). Values from a file are checked
-against the type as TOML gives them; values from `--set key=value` and environment
-variables are strings and are parsed to the type. An unknown key or a wrong type is a
-ConfigError naming the file (or flag) and the key.
+and default (the annotation and default), its help text, its allowed values and its
+environment variable (`setting(...)` metadata). A TOML section is a field holding a
+dataclass of its own (`section(...)`: rag.toml's [search] is `Config.search`, a
+`SearchSection`). Values from a file are checked against the type as TOML gives them;
+values from `--set key=value` and environment variables are strings and are parsed to
+the type. An unknown key, a wrong type or a value outside the allowed ones is a
+ConfigError naming the file (or flag, or variable) and the key.
 """
 from __future__ import annotations
 
@@ -24,15 +26,47 @@ class ConfigError(RagError):
     """A settings file, flag or variable that cannot be used as written."""
 
 
-def setting(default=dataclasses.MISSING, *, help: str = "", section: str = "",  # noqa: A002
-            key: str | None = None, env: str | None = None, factory=None):
-    """A dataclass field with what the loader needs: help text, the TOML section the key
-    belongs to ("" = top level), the key's name there when it differs from the field's
-    (rag.toml's [generate] device is the field gen_device), and its RAG_* variable."""
-    meta = {"help": help, "section": section, "key": key, "env": env}
+def setting(default=dataclasses.MISSING, *, help: str = "",  # noqa: A002
+            env: str | None = None, choices: tuple | None = None, factory=None):
+    """A dataclass field with what the loader needs: help text, its RAG_* variable and
+    the values it may take (checked by `check_choices`)."""
+    meta = {"help": help, "env": env, "choices": choices}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls, *, help: str = ""):  # noqa: A002
+    """A field holding the settings of one TOML section (a dataclass of `setting`s)."""
+    return dataclasses.field(default_factory=cls, metadata={"section": cls, "help": help})
+
+
+def sections(obj) -> dict[str, object]:
+    """{section name: its settings object} of a settings object."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.metadata.get("section")}
+
+
+def _settings(obj):
+    """(section name or "", owner, field) of every setting, top-level ones first."""
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("internal") and not f.metadata.get("section"):
+            yield "", obj, f
+    for name, sub in sections(obj).items():
+        for f in dataclasses.fields(sub):
+            yield name, sub, f
+
+
+def check_choices(obj, where: str) -> None:
+    """Every setting with `choices` holds one of them."""
+    for name, owner, f in _settings(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(owner, f.name)
+        if choices and value not in choices:
+            allowed = (" or ".join(choices) if len(choices) == 2
+                       else "one of " + ", ".join(choices))
+            place = f"[{name}] " if name else ""
+            raise ConfigError(f"{where}: {place}{f.name} must be {allowed}, not {value!r}")
 
 
 def read_toml(path: Path) -> dict:
@@ -46,43 +80,45 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
 
 
-def apply_file(obj, data: dict, where: str, *, sections_required: bool = False) -> None:
-    """Set `obj`'s fields from a parsed TOML table: top-level keys, or keys inside the
-    section their field names. With `sections_required`, a key that belongs to a
-    section must sit in it (rag.toml's [generate] device vs [ingest] device)."""
-    by_place: dict[tuple[str, str], dataclasses.Field] = {}
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("internal"):
-            continue
-        section, key = f.metadata.get("section", ""), f.metadata.get("key") or f.name
-        by_place[(section, key)] = f
-        if not sections_required or not section:
-            by_place.setdefault(("", key), f)
-    sections = {s for s, _ in by_place if s}
+def apply_file(obj, data: dict, where: str) -> None:
+    """Set `obj`'s settings from a parsed TOML table: top-level keys, and the keys of each
+    section in its table. A section's key written at the top level is taken too (the
+    first section that has it), as rag.toml has always allowed."""
+    by_place: dict[tuple[str, str], tuple[object, dataclasses.Field]] = {}
+    for name, owner, f in _settings(obj):
+        by_place[(name, f.name)] = (owner, f)
+        by_place.setdefault(("", f.name), (owner, f))
+    known_sections = set(sections(obj))
     for name, value in data.items():
-        if isinstance(value, dict) and name in sections:
+        if isinstance(value, dict) and name in known_sections:
             for key, v in value.items():
-                f = by_place.get((name, key))
-                if f is None:
+                place = by_place.get((name, key))
+                if place is None:
                     known = sorted(k for s, k in by_place if s == name)
                     raise ConfigError(f"{where}: unknown key {key!r} in [{name}] "
                                       f"(known: {', '.join(known)})")
-                set_value(obj, f.name, v, f"{where}: [{name}] {key}")
+                set_value(place[0], place[1].name, v, f"{where}: [{name}] {key}")
             continue
-        f = by_place.get(("", name))
-        if f is None:
+        place = by_place.get(("", name))
+        if place is None:
             what = "section" if isinstance(value, dict) else "setting"
-            known = sorted({k for s, k in by_place if not s} | sections)
+            known = sorted({k for s, k in by_place if not s} | known_sections)
             raise ConfigError(f"{where}: unknown {what} {name!r} (known: {', '.join(known)})")
-        set_value(obj, f.name, value, f"{where}: {name}")
+        set_value(place[0], place[1].name, value, f"{where}: {name}")
 
 
 def apply_env(obj, environ=os.environ) -> None:
-    """RAG_* variables declared on the fields, parsed like --set values."""
-    for f in dataclasses.fields(obj):
+    """RAG_* variables declared on the settings, parsed like --set values."""
+    for _, owner, f in _settings(obj):
         var = f.metadata.get("env")
         if var and environ.get(var):
-            set_value(obj, f.name, environ[var], var, from_text=True)
+            set_value(owner, f.name, environ[var], var, from_text=True)
+
+
+def variables(obj) -> dict[str, str]:
+    """{RAG_* variable: "[section] key"} of every setting that has one."""
+    return {f.metadata["env"]: (f"[{name}] " if name else "") + f.name
+            for name, _, f in _settings(obj) if f.metadata.get("env")}
 
 
 def apply_sets(obj, items: list[str]) -> None:

@@ -59,9 +59,6 @@ def test_unsupported_pipelines_fall_back(tiny_embedder, tmp_path, monkeypatch):
     assert NumpyQueryEncoder.load(str(tiny_embedder), device="cuda") is None
     assert NumpyQueryEncoder.load(str(tiny_embedder), trust_remote_code=True) is None
     assert NumpyQueryEncoder.load(str(tmp_path / "nothing-here")) is None
-    monkeypatch.setenv("RAG_QUERY_ENCODER", "sentence-transformers")
-    assert NumpyQueryEncoder.load(str(tiny_embedder)) is None
-    monkeypatch.delenv("RAG_QUERY_ENCODER")
     dense = tmp_path / "with-dense"
     shutil.copytree(tiny_embedder, dense)
     modules = json.loads((dense / "modules.json").read_text())
@@ -96,8 +93,7 @@ def test_search_ranks_the_same_with_either_encoder(corpus_index, monkeypatch):
     fast = Retriever(corpus_index)
     fast.warm("dense")
     assert fast.query_encoder_kind == "numpy"
-    monkeypatch.setenv("RAG_QUERY_ENCODER", "sentence-transformers")
-    slow = Retriever(corpus_index)
+    slow = Retriever(corpus_index, query_encoder="sentence-transformers")
     slow.warm("dense")
     assert slow.query_encoder_kind == "sentence-transformers"
     for mode in ("dense", "hybrid"):

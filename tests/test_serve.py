@@ -13,11 +13,12 @@ from contextlib import closing
 import pytest
 from click.testing import CliRunner
 
-from rag.config import Config
+from rag.config import Config, GenerateSection
 from rag.factory import AnswerOptions, ModelOptions
-from rag.serve.app import ServeSettings, create_app
+from rag.serve.app import create_app
 from rag.serve.guard import TokenBuckets
 from rag.serve.loader import WorkerOptions, build_engine
+from rag.serve.state import ServeSettings
 from serve_client import EventStream, LiveServer, request, with_headers
 
 QUESTION = "半年で15単位しか取れませんでした。除籍されますか？"
@@ -32,7 +33,8 @@ def served(tmp_path_factory, corpus_index, tiny_generator):
     torch.set_num_threads(1)       # a tiny model on a busy 2-core machine: no thread fights
     index = tmp_path_factory.mktemp("serve") / "idx"
     shutil.copytree(corpus_index, index)
-    cfg = Config(index=str(index), model=str(tiny_generator), max_new_tokens=CAP)
+    cfg = Config(index=str(index),
+                 generate=GenerateSection(model=str(tiny_generator), max_new_tokens=CAP))
     settings = ServeSettings(rate_per_minute=0, timeout_s=60,
                              feedback_db=str(index.parent / "feedback.sqlite3"))
     workers = WorkerOptions(batch_size=16, batch_wait_ms=20, queue_size=64, index_check_ms=100)
@@ -54,7 +56,7 @@ def test_health_readiness_page_and_headers(served):
     assert request(served.url + "/healthz") == (200, {"status": "ok"})
     status, ready = request(served.url + "/readyz")
     assert status == 200 and ready["status"] == "ready"
-    assert ready["index_generation"].startswith("gen-") and ready["model"] == served.cfg.model
+    assert ready["index_generation"].startswith("gen-") and ready["model"] == served.cfg.generate.model
     assert ready["adapter"] is None and ready["queue"] == {"waiting": 0, "capacity": 64}
     status, headers, page = with_headers(served.url + "/")
     assert status == 200 and "<html" in page.lower()
@@ -95,6 +97,35 @@ def test_ask_json_is_rag_ask_json_plus_id(served):
     local = Answerer(served.engine.generator, retriever, options=GenerationOptions(8)).ask(QUESTION)
     assert answer["answer"] == local.text
     assert [s["id"] for s in answer["sources"]] == [s.passage.id for s in local.sources]
+
+
+def test_the_cli_and_the_server_take_the_same_answering_path(served, monkeypatch):
+    """A question from `rag ask`, from /api/ask and from /v1 goes through Answerer.prepare
+    and then Answerer.finish, and nothing else builds its Answer."""
+    from rag.answer import Answerer
+    from rag.cli import cli
+
+    calls = []
+    for name in ("prepare", "finish"):
+        real = getattr(Answerer, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(Answerer, name, spy)
+    assert _ask(served)[0] == 200
+    assert calls == ["prepare", "finish"]
+    calls.clear()
+    status, _ = request(served.url + "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4})
+    assert status == 200 and calls == ["prepare", "finish"]
+    calls.clear()
+    r = CliRunner().invoke(cli, ["ask", QUESTION, "--index", str(served.index), "--model",
+                                 served.cfg.generate.model, "--max-new-tokens", "8", "--json"],
+                           obj={})
+    assert r.exit_code == 0, r.output
+    assert calls == ["prepare", "finish"]
+    assert json.loads(r.stdout)["answer"] == _ask(served)[1]["answer"]
 
 
 def test_ask_streams_tokens_then_sources_then_done(served):
@@ -222,7 +253,7 @@ def test_feedback_is_stored_and_exported_as_a_question_set(served, tmp_path):
     assert (mine["rating"], mine["comment"]) == ("down", "第42条の説明が違う")
     assert mine["answer"] == "" and mine["gold"] == [] and mine["must_include"] == []
     assert mine["index_generation"] == answer["index_generation"]
-    assert mine["model"] == served.cfg.model and mine["sources"] == answer["sources"]
+    assert mine["model"] == served.cfg.generate.model and mine["sources"] == answer["sources"]
     assert mine["suggested_gold"][0] == {"file": answer["sources"][0]["source"],
                                          "article": answer["sources"][0]["article"]}
     questions = load_questions(out)                    # what rag eval and build-data read
@@ -322,7 +353,7 @@ def test_a_server_without_an_index_answers_whole_prompts_from_the_model(tiny_gen
     """`rag serve --no-retrieval`: the generation server of another `rag` (backend =
     "openai", api = "chat"), which sends rendered prompts longer than any question and
     no `retrieval` field."""
-    cfg = Config(model=str(tiny_generator), max_new_tokens=8)
+    cfg = Config(generate=GenerateSection(model=str(tiny_generator), max_new_tokens=8))
     settings = ServeSettings(rate_per_minute=0, feedback_db=str(tmp_path / "fb.sqlite3"))
     app = create_app(settings, lambda: build_engine(cfg, ModelOptions(), AnswerOptions(),
                                                     WorkerOptions(), retrieval=False))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..citations import citation_parts, grounds_heading
-from ..config import MODES
+from ..config import DTYPES, MODES
 from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
 
@@ -38,7 +38,7 @@ def generation_options(f):
                      "passage's dense "
                      "similarity is below this [config: generate.min_score; default: never]."),
         click.option("--device", help="cuda, cuda:1, mps or cpu (default: automatic)."),
-        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+        click.option("--dtype", type=click.Choice(DTYPES),
                      help="Weights dtype (auto: bf16 on GPUs that have it, fp16 on V100/MPS, "
                      "fp32 on CPU)."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow .bin "
@@ -138,8 +138,8 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
                                    "temperature", "min_score", "device", "dtype",
                                    "allow_pickle", "trust_remote_code", "show_context",
                                    "context_tokens", "strict"])
-        _ask_server(server, question, answer_options.max_new_tokens, not no_retrieval,
-                    as_json)
+        _ask_server(server, cfg.api_token, question, answer_options.max_new_tokens,
+                    not no_retrieval, as_json)
         return
     log = (lambda s: None) if as_json else dim_log
     answerer = build_answerer(cfg, model_options, answer_options,
@@ -161,14 +161,14 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
     click.echo(click.style(_timing_line(answer.timings), dim=True), err=True)
 
 
-def _ask_server(url: str, question: str, max_new_tokens: int | None, retrieval: bool,
-                as_json: bool) -> None:
+def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int | None,
+                retrieval: bool, as_json: bool) -> None:
     """`rag ask --server`: the same output as answering here, from `rag serve`."""
     from ..client import Client
 
     if not question.strip():
         raise click.UsageError("the question is empty")
-    client = Client(url)
+    client = Client(url, token=token)
     if as_json:
         echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval))
         return

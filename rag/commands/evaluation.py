@@ -68,13 +68,13 @@ def eval_run(ctx, questions, index_dir, out_dir, conditions, retrieval_only, mod
     cfg = config(ctx)
     settings = EvalSettings(
         conditions=[c.strip() for c in (conditions or "").split(",") if c.strip()] or None,
-        k=pick(k, cfg.k), batch_size=batch_size,
-        max_new_tokens=pick(max_new_tokens, cfg.max_new_tokens), retrieval_only=retrieval_only,
-        context_tokens=pick(context_tokens, cfg.context_tokens),
+        k=pick(k, cfg.search.k), batch_size=batch_size,
+        max_new_tokens=pick(max_new_tokens, cfg.generate.max_new_tokens), retrieval_only=retrieval_only,
+        context_tokens=pick(context_tokens, cfg.generate.context_tokens),
         shard=parse_shard(shard),
         adapters=[None if a in ("none", "base") else a for a in adapters] or [
             configured_adapter(cfg)],
-        model=pick(model, cfg.model), overwrite=overwrite)
+        model=pick(model, cfg.generate.model), overwrite=overwrite)
     retriever = None
     if retrieval_only or any(c != "none" for c in settings.conditions):
         dense = any(c in ("dense", "hybrid") for c in settings.conditions) or retrieval_only

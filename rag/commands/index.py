@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..config import MODES
+from ..config import DENSE_KINDS, MODES
 from ..factory import build_retriever, pick
 from .answer import server_option
 from .common import config, echo_json
@@ -29,7 +29,7 @@ from .common import config, echo_json
 @click.option("--max-tokens", type=click.IntRange(16), help="Largest passage, in embedder "
               "tokens, title and headings included (default: the embedder's window).")
 @click.option("--batch-size", type=click.IntRange(1), help="Passages per embedding batch.")
-@click.option("--dense", type=click.Choice(["flat", "hnsw"]),
+@click.option("--dense", type=click.Choice(DENSE_KINDS),
               help="FAISS index: exact inner product (flat) or HNSW for large corpora. An "
                    "existing index keeps its kind unless this flag names another (no "
                    "re-embedding needed); a new one uses ingest.dense of rag.toml (flat).")
@@ -69,20 +69,20 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
     cfg = config(ctx)
     index_dir = index_dir or Path(cfg.index)
     settings = IngestSettings(
-        embedder=embedder, default_embedder=cfg.embedder,
-        query_prefix=pick(query_prefix, cfg.query_prefix),
-        passage_prefix=pick(passage_prefix, cfg.passage_prefix),
-        max_tokens=pick(max_tokens, cfg.max_tokens), batch_size=pick(batch_size, cfg.batch_size),
-        dense=dense, default_dense=cfg.dense, device=pick(device, cfg.device),
-        trust_remote_code=cfg.trust_remote_code, titles=cfg.titles)
+        embedder=embedder, default_embedder=cfg.ingest.embedder,
+        query_prefix=pick(query_prefix, cfg.ingest.query_prefix),
+        passage_prefix=pick(passage_prefix, cfg.ingest.passage_prefix),
+        max_tokens=pick(max_tokens, cfg.ingest.max_tokens), batch_size=pick(batch_size, cfg.ingest.batch_size),
+        dense=dense, default_dense=cfg.ingest.dense, device=pick(device, cfg.ingest.device),
+        trust_remote_code=cfg.ingest.trust_remote_code, titles=cfg.ingest.titles)
     if explain:
-        _explain(paths or _recorded_inputs(index_dir) or [Path(p) for p in cfg.paths],
-                 cfg.titles, as_json)
+        _explain(paths or _recorded_inputs(index_dir) or [Path(p) for p in cfg.ingest.paths],
+                 cfg.ingest.titles, as_json)
     progress = not quiet and sys.stderr.isatty()
     log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
     report = run_ingest(list(paths), index_dir, settings, strict=strict, dry_run=dry_run,
                         progress=progress, forget=list(forget), yes=yes,
-                        default_paths=[Path(p) for p in cfg.paths], log=log)
+                        default_paths=[Path(p) for p in cfg.ingest.paths], log=log)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -158,7 +158,7 @@ def inspect(ctx, files, brief, as_json):
     failed = False
     for f in files:
         try:
-            report = inspect_file(f, f.name, declared_title(cfg.titles, f.resolve().as_posix()))
+            report = inspect_file(f, f.name, declared_title(cfg.ingest.titles, f.resolve().as_posix()))
         except LoadError as e:
             click.echo(click.style(f"{f}: cannot be read: {e}", fg="red"), err=True)
             failed = True
@@ -233,12 +233,12 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
         from .answer import _ignored_with_server
 
         _ignored_with_server(ctx, ["index_dir", "embedder", "device", "no_expand"])
-        client = Client(server)
+        client = Client(server, token=cfg.api_token)
         # k and mode go only when given: otherwise the server's settings apply.
         results = [client.search(q["query"], k=k, mode=mode) for q in queries]
         _print_results(queries, results, as_json, bool(queries_file), full)
         return
-    k, mode = pick(k, cfg.k), pick(mode, cfg.mode)
+    k, mode = pick(k, cfg.search.k), pick(mode, cfg.search.mode)
     # Only search checks an explicit embedder (flag or RAG_EMBEDDER) against the index's.
     retriever = build_retriever(cfg, index_dir, mode,
                                 embedder=embedder or os.environ.get("RAG_EMBEDDER"),

@@ -27,10 +27,10 @@ def models_download(ctx, model, adapter, embedder, only, as_json):
     from ..generation.models import download
 
     cfg = config(ctx)
-    wanted = [("model", model or cfg.model), ("adapter", adapter or cfg.adapter),
-              ("embedder", embedder or cfg.embedder or DEFAULT_EMBEDDER)]
-    fetched = download(wanted, kinds=set(only) or None, allow_pickle=cfg.allow_pickle,
-                       remote_code=cfg.gen_trust_remote_code or cfg.trust_remote_code,
+    wanted = [("model", model or cfg.generate.model), ("adapter", adapter or cfg.generate.adapter),
+              ("embedder", embedder or cfg.ingest.embedder or DEFAULT_EMBEDDER)]
+    fetched = download(wanted, kinds=set(only) or None, allow_pickle=cfg.generate.allow_pickle,
+                       remote_code=cfg.generate.trust_remote_code or cfg.ingest.trust_remote_code,
                        log=lambda s: click.echo(s, err=True))
     if as_json:
         echo_json(fetched)
@@ -59,6 +59,6 @@ def models_export(ctx, model, engine, adapter, quantization, out_dir):
 
     cfg = config(ctx)
     path = export(model, out_dir, quantization=quantization, adapter=adapter,
-                  allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.gen_trust_remote_code,
+                  allow_pickle=cfg.generate.allow_pickle, trust_remote_code=cfg.generate.trust_remote_code,
                   log=lambda s: click.echo(s, err=True))
     click.echo(f"exported: {path} (use it as `rag ask --model {path}`)")

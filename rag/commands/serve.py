@@ -71,7 +71,7 @@ def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_siz
                                          feedback_db=str(feedback_db) if feedback_db else None)
     workers = WorkerOptions.from_config(cfg, batch_size=batch_size, batch_wait_ms=batch_wait_ms,
                                         queue_size=queue_size)
-    host, port = pick(host, cfg.host), pick(port, cfg.port)
+    host, port = pick(host, cfg.serve.host), pick(port, cfg.serve.port)
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         dim_log(f"warning: listening on {host} without RAG_API_TOKEN: anyone who reaches "
                 "this address can use the API")
@@ -125,7 +125,7 @@ def export(ctx, out, db, rating):
     """
     from ..serve.feedback import export as write
 
-    db = db or Path(config(ctx).feedback_db)
+    db = db or Path(config(ctx).serve.feedback_db)
     n = write(db, out, rating)
     click.echo(f"wrote {n} question(s) to {out}; fill in answer, must_include and gold "
                "(see suggested_gold) before using it with rag eval")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from ingest.errors import RagError
 
+DEFAULT_GENERATOR = "cyberagent/open-calm-3b"     # the answering model unless told otherwise
+
 
 class ModelError(RagError):
     """A model, tokenizer or adapter that cannot be loaded or used as asked."""

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from ingest.attention import use_shape_agnostic_attention
 
-from .base import ModelError
-
-DEFAULT_GENERATOR = "cyberagent/open-calm-3b"
+from .base import DEFAULT_GENERATOR, ModelError
 
 
 def load_tokenizer(source: str, *, trust_remote_code: bool = False, what: str = "generator",

@@ -33,10 +33,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..client import Client, ServerError, sse_events
+from ..config import APIS
 from .base import Generation, GenerationOptions, Generator, rate
 from .models import ModelError, load_tokenizer
 
-APIS = ("completions", "chat")
 WHAT = "OpenAI-compatible server"
 
 
@@ -54,8 +54,8 @@ class OpenAIGenerator(Generator):
         if not base_url:
             raise ModelError('[generate] backend = "openai" needs [generate] base_url (the '
                              "server's http://host:port/v1)")
-        key = api_key or os.environ.get("RAG_OPENAI_API_KEY") or os.environ.get(
-            "OPENAI_API_KEY") or ""
+        # RAG_OPENAI_API_KEY is [generate] api_key's variable; OpenAI's own is the fallback.
+        key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         self.client = Client(base_url, token=key, read_timeout=timeout_s, what=WHAT,
                              token_variable="RAG_OPENAI_API_KEY", setting="[generate] base_url")
         self.base_url, self.api = self.client.url, api

@@ -14,13 +14,13 @@ tests/test_query_encoder.py checks the vectors against sentence-transformers'; t
 Retriever also checks, on load, that the encoder reproduces a vector stored in the index
 (`matches()`), and uses sentence-transformers when it does not.
 
-Set RAG_QUERY_ENCODER=sentence-transformers to always use sentence-transformers.
+[search] query_encoder = "sentence-transformers" (RAG_QUERY_ENCODER) always uses
+sentence-transformers (the Retriever does not ask this module then).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from pathlib import Path
 
@@ -86,8 +86,6 @@ class NumpyQueryEncoder:
              trust_remote_code: bool = False) -> NumpyQueryEncoder | None:
         """The encoder for `name`, or None when its pipeline is not one this runs
         exactly (the caller then loads sentence-transformers)."""
-        if os.environ.get("RAG_QUERY_ENCODER", "auto").lower() not in ("auto", "numpy"):
-            return None
         if trust_remote_code or (device not in (None, "", "cpu")):
             return None
         root = model_dir(name)

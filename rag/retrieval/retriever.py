@@ -66,8 +66,11 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
                  device: str | None = None, trust_remote_code: bool = False,
                  thesaurus: str | Path | None = DEFAULT_THESAURUS,
-                 bm25_weight: float = BM25_WEIGHT):
+                 bm25_weight: float = BM25_WEIGHT, query_encoder: str = "auto"):
+        """`query_encoder`: auto or numpy (the numpy encoder when it reproduces the
+        index's embedder, else sentence-transformers), or sentence-transformers."""
         self.index_dir = Path(index_dir)
+        self.query_encoder_setting = query_encoder
         self.bm25_weight = bm25_weight
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
@@ -109,7 +112,8 @@ class Retriever:
             from ingest.embedder import resolve_revision
             from .query_encoder import NumpyQueryEncoder
 
-            encoder = NumpyQueryEncoder.load(self.info.name, **self._embedder_args)
+            encoder = None if self.query_encoder_setting == "sentence-transformers" else (
+                NumpyQueryEncoder.load(self.info.name, **self._embedder_args))
             if encoder is not None:
                 self._check_embedder(resolve_revision(self.info.name), encoder.dimension)
                 if not self._reproduces_the_index(encoder):

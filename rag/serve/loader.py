@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ..config import Config
+from ..config import Config, ServeSection
 from ..factory import AnswerOptions, ModelOptions, build_answerer, build_retriever, pick
 from .answering import Engine
 from .live_index import LiveIndex
@@ -14,22 +14,22 @@ from .worker import ModelWorker
 
 @dataclass
 class WorkerOptions:
-    batch_size: int = Config.serve_batch_size          # defaults: the [serve] settings'
-    batch_wait_ms: float = Config.batch_wait_ms
-    queue_size: int = Config.queue_size
+    batch_size: int = ServeSection.batch_size          # defaults: the [serve] settings'
+    batch_wait_ms: float = ServeSection.batch_wait_ms
+    queue_size: int = ServeSection.queue_size
     index_check_ms: float = 500.0
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides) -> "WorkerOptions":
-        values = dict(batch_size=cfg.serve_batch_size, batch_wait_ms=cfg.batch_wait_ms,
-                      queue_size=cfg.queue_size)
+        values = dict(batch_size=cfg.serve.batch_size, batch_wait_ms=cfg.serve.batch_wait_ms,
+                      queue_size=cfg.serve.queue_size)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
 
 def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
                  worker: WorkerOptions, *, retrieval: bool = True, log=lambda s: None) -> Engine:
-    mode = pick(answer.mode, cfg.mode)
+    mode = pick(answer.mode, cfg.search.mode)
     lock = threading.Lock()
     index = None
     if retrieval:

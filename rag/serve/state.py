@@ -3,11 +3,10 @@ and its state (`ServerState`: the Engine once loaded, the recent answers, feedba
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..config import Config
+from ..config import Config, ServeSection
 from .answering import ApiError, Engine, RecentAnswers
 from .feedback import FeedbackStore
 from .guard import TokenBuckets
@@ -18,13 +17,14 @@ log = logging.getLogger("rag.serve")
 @dataclass
 class ServeSettings:
     """The server's limits; a running server reads them on each request. Defaults are
-    the [serve] settings' own (rag/config.py), the one place they are written."""
-    max_body_bytes: int = Config.max_body_bytes
-    max_question_chars: int = Config.max_question_chars
-    timeout_s: float = Config.timeout_s
-    rate_per_minute: float = Config.rate_per_minute
-    rate_burst: int = Config.rate_burst
-    feedback_db: str = Config.feedback_db
+    the [serve] settings' own (rag/config.py's ServeSection), the one place they are
+    written; the token is RAG_API_TOKEN (Config.api_token)."""
+    max_body_bytes: int = ServeSection.max_body_bytes
+    max_question_chars: int = ServeSection.max_question_chars
+    timeout_s: float = ServeSection.timeout_s
+    rate_per_minute: float = ServeSection.rate_per_minute
+    rate_burst: int = ServeSection.rate_burst
+    feedback_db: str = ServeSection.feedback_db
     token: str | None = None
     buckets: TokenBuckets = field(init=False)
 
@@ -33,10 +33,11 @@ class ServeSettings:
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides) -> "ServeSettings":
-        values = dict(max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
-                      max_question_chars=cfg.max_question_chars,
-                      rate_per_minute=cfg.rate_per_minute, rate_burst=cfg.rate_burst,
-                      feedback_db=cfg.feedback_db, token=os.environ.get("RAG_API_TOKEN") or None)
+        serve = cfg.serve
+        values = dict(max_body_bytes=serve.max_body_bytes, timeout_s=serve.timeout_s,
+                      max_question_chars=serve.max_question_chars,
+                      rate_per_minute=serve.rate_per_minute, rate_burst=serve.rate_burst,
+                      feedback_db=serve.feedback_db, token=cfg.api_token or None)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
