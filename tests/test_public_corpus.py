@@ -53,7 +53,7 @@ def test_the_set_is_large_and_varied_enough():
 
 
 def test_every_gold_article_is_split_out_of_its_document():
-    titles = load_config(CONFIG).titles
+    titles = load_config(CONFIG).ingest.titles
     split = {}
     for f in discover([PUBLIC])[0]:
         doc = load_document(f.path)
@@ -74,7 +74,7 @@ def test_the_sample_corpus_does_not_take_in_the_public_set():
 def public_index(tmp_path_factory, tiny_embedder):
     index = tmp_path_factory.mktemp("public") / "idx"
     report = ingest([PUBLIC], index, IngestSettings(embedder=str(tiny_embedder),
-                                                    titles=load_config(CONFIG).titles))
+                                                    titles=load_config(CONFIG).ingest.titles))
     assert not report.failures
     return index
 
@@ -108,7 +108,7 @@ def test_retrieval_on_the_public_set_with_e5(e5_small, tmp_path):
     from rag.retrieval.retriever import Retriever
     index = tmp_path / "idx"
     ingest([PUBLIC], index, IngestSettings(embedder=str(e5_small),
-                                           titles=load_config(CONFIG).titles))
+                                           titles=load_config(CONFIG).ingest.titles))
     retriever = Retriever(index)
     qs = load_questions(PUBLIC / "questions.jsonl")
     hits = retriever.search_many([q.question for q in qs], k=5, mode="hybrid")
