@@ -159,6 +159,11 @@ def _cuts(norm: str, st: _State) -> list[int]:
                     headed or re.match(rf"^第\s*{_N}\s*条", after)
                     or (boundary and (before[-1:] in "。)" or _LABEL_BEFORE.search(before)))):
                 continue
+            # 「…をいう。）附則第二十六条」: after a 附則 that was not a heading, a reference.
+            supp = re.search(r"附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?\s*$", before[-60:])
+            at = len(before) - len(before[-60:]) + supp.start() if supp else 0
+            if at > 0 and at not in cuts:
+                continue
             try:
                 number = parse_number(m.group("an"))
             except ValueError:
@@ -177,15 +182,18 @@ def _cuts(norm: str, st: _State) -> list[int]:
             st.seen_article = True
             _add(cuts, i, norm)                   # ...on a line of its own
         elif kind == "chap":
-            if (boundary or _TITLE_BEFORE.search(before)) and not REFERENCE_TAIL.match(after) and re.match(r"^\s*\S", after):
+            # 「（昭和二十二年法律第六十七号）第二編第十一章に規定する」 is a reference.
+            if (boundary or _TITLE_BEFORE.search(before)) and not REFERENCE_TAIL.match(after) and re.match(r"^\s*\S", after) and not (
+                    _LAW_BEFORE.search(before[-12:]) or re.match(rf"^第\s*{_N}\s*(?:編|章|節|款|条)", after)):
                 _add(cuts, i, norm)
         elif kind == "supp":
             # 「（昭和六十年法律第三十四号）附則第五条（…）の規定による」 names another
             # law's 附則: a heading follows a sentence end and is followed by its text.
             tail = re.sub(rf"^\s*第\s*{_N}\s*条(?:\s*の\s*{_N})*", "", after, count=1)
-            if st.seen_article and boundary and not re.match(
+            # 「…をいう。）附則第二十六条」 (a closing bracket before it) is a reference too.
+            if st.seen_article and boundary and before[-1:] not in ")」" and not re.match(
                     r"^\s*第\s*[0-9]+\s*項|^\s*の", after) and not _LAW_BEFORE.search(
-                    before) and (tail == after or not REFERENCE_TAIL.match(tail)):
+                    before[-12:]) and (tail == after or not REFERENCE_TAIL.match(tail[:200])):
                 _add(cuts, i, norm)
                 # The 附則 heading is a line of its own; its text (or 第1条) follows.
                 if after.strip() and not re.match(r"^\s*第\s*\S+\s*条", after):

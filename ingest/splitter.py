@@ -22,13 +22,15 @@ from .sizing import TokenCounter, unit_passages
 SPLITTER_VERSION = 4
 _MD_HEADING = re.compile(r"^#{2,6}\s")
 
-_HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s+|$)(.*)$")
+_HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s*の\s*(?:{NUMBER}))*(?:\s+|$)(.*)$")
 # 第42条　本文 / 第42条（除籍）本文 / 第 3 条 / 第42条 (no text); after the layout pass
 # a despaced 「第1条青森…」 too, but never 「第8条に規定する…」 or 「第9条第2項の…」.
 _ARTICLE = re.compile(
     rf"^第\s*({NUMBER})\s*条((?:\s*の\s*(?:{NUMBER}))*)"
     rf"(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$|(?=[^\s(])(.*))")
-_CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])([^()]{1,30})[)]$")
+# (A law number 「（昭和三十四年政令第百八十四号）」 under a title is not a caption.)
+_CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])"
+                      r"(?!(?:明治|大正|昭和|平成|令和)[^()]*年[^()]*第[^()]*号[)]$)([^()。]{1,50})[)]$")
 # 附則 / 附 則 (令和6年…規則第5号) / 附則 抄; its text may follow on the same line.
 _SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?(?:\s+(.*))?$")
 # 別表第1（第2条関係） / 様式第3号 / 別記: tables and forms after the articles.
@@ -176,8 +178,10 @@ def _mentioned_articles(lines: list[Line]) -> int:
         text = _TOC_RANGE.sub("", ln.norm)
         for m in re.finditer(rf"第\s*({NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*", text):
             # 「学則第46条に規定する」「同法第9条第2項」: a reference names another article.
-            if (REFERENCE_TAIL.match(text[m.end():])
-                    or re.search(r"(?:法|則|程|令|準|綱|領|内規|同)\s*$", text[:m.start()])):
+            # (Windows of the text around the match: a 1 MB line stays linear.)
+            if (REFERENCE_TAIL.match(text[m.end():m.end() + 200])
+                    or re.search(r"(?:法|則|程|令|準|綱|領|内規|同)\s*$",
+                                 text[max(0, m.start() - 20):m.start()])):
                 continue
             try:
                 number = _numbers(m.group())
@@ -220,6 +224,7 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
     supplement: str | None = None   # "附則" or "附則(令和6年…)" once inside 附則
     scope = ""                      # the Passage.scope of the articles being read
     supplements = 0                 # 附則 headings seen (an unnamed later one is 附則[n])
+    restarts = 1                    # regulations of a booklet: the second one's scope is [2]
     caption: Line | None = None    # a 「（除籍）」 line waiting for its article
     current = _Unit("", "", "")     # preamble until the first article
     seen_article = False
@@ -272,18 +277,25 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
             # article before it in the same provisions, with no caption line, is a line
             # of text that starts with an article number (a table row, a citation). A
             # page that quotes articles out of order (第40条, 第39条, 第35条) keeps them.
-            if (not booklet and caption is None and scope in last and number != (1,)
-                    and number <= last[scope] and not re.match(r"^第\s*[0-9]", norm)):
+            # A bare 「第百一条の二」 line (nothing after the number) far ahead of the
+            # main numbering is a table cell (a 読替え table names another law's articles;
+            # the 附則 of an excerpt, 抄, skip numbers).
+            kanji = not re.match(r"^第\s*[0-9]", norm)
+            bare = not norm[_HEAD.match(norm).end():].strip()
+            if (not booklet and caption is None and scope in last and number != (1,) and kanji
+                    and (number <= last[scope] or bare and not scope
+                         and number[0] > last[scope][0] + 3)):
                 _append_body(current, ln)
                 continue
             units.append(current)
             label = _label_of(_HEAD.match(norm).group())
-            if booklet or (not supplement and number == (1,) and last.get(scope, (1,)) > (1,)):
+            if booklet or (not supplement and number == (1,) and scope in last):
                 # A 附則 of plain paragraphs, then 第1条 again: the next regulation of
                 # a booklet begins (a 附則 with articles opens with 第1条 directly). Its
                 # articles are a scope of their own: [2] for the second regulation.
                 supplement, levels = None, {}
-                scope = f"[{sum(1 for u in units if u.article == '第1条') + 1}]"
+                restarts += 1
+                scope = f"[{restarts}]"
             seen_article = True
             last[scope] = number
             cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")

@@ -122,3 +122,25 @@ def test_labels_are_unique_per_scope_on_the_issue_example_and_the_law_sample():
         a = analyse_document(_doc(text), "law.txt")
         keys = Counter((p.scope, p.article) for p in a.passages if not p.paragraph)
         assert max(keys.values()) == 1
+
+
+def _corpus_documents():
+    from conftest import CORPUS
+    exts = {".txt", ".md", ".html", ".htm", ".pdf"}
+    return sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() in exts and p.is_file()
+                  and p.name not in ("SOURCES.md", "README.md"))
+
+
+def test_labels_are_unique_per_scope_on_every_document_of_the_corpus():
+    from ingest.loaders import load_document
+    docs = _corpus_documents()
+    assert len(docs) >= 80
+    bad = {}
+    for path in docs:
+        a = analyse_document(load_document(path), path.name)
+        keys = Counter((p.scope, p.article) for p in a.passages
+                       if p.article and (not p.paragraph or p.paragraph.startswith("第1項")))
+        repeated = [k for k, n in keys.items() if n > 1]
+        if repeated or any("more than once" in w for w in a.warnings):
+            bad[str(path)] = repeated
+    assert not bad
