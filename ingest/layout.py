@@ -190,8 +190,9 @@ def _cuts(norm: str, st: _State) -> list[int]:
             # 「（昭和六十年法律第三十四号）附則第五条（…）の規定による」 names another
             # law's 附則: a heading follows a sentence end and is followed by its text.
             tail = re.sub(rf"^\s*第\s*{_N}\s*条(?:\s*の\s*{_N})*", "", after, count=1)
-            # 「…をいう。）附則第二十六条」 (a closing bracket before it) is a reference too.
-            if st.seen_article and boundary and before[-1:] not in ")」" and not re.match(
+            # 「…をいう。）附則第二十六条」 (a closing bracket before it, an article number
+            # after it) is a reference too; 「(中 略)附 則 この学則は」 is a heading.
+            if st.seen_article and boundary and (before[-1:] not in ")」" or tail == after) and not re.match(
                     r"^\s*第\s*[0-9]+\s*項|^\s*の", after) and not _LAW_BEFORE.search(
                     before[-12:]) and (tail == after or not REFERENCE_TAIL.match(tail[:200])):
                 _add(cuts, i, norm)
