@@ -176,7 +176,16 @@ def _continues(prev: str, nxt: str) -> bool:
     """Whether `nxt` is the rest of a sentence that `prev` left open."""
     if prev[-1] in "。．.)」』:：" or re.search(rf"第\s*(?:{NUMBER})\s*(?:条|章|節)", prev[-12:]):
         return False
+    if _TITLE_LINE.match(nxt) or _BOOKLET_END.search(prev):
+        return False      # 「2026年度 学生便覧」「12/96」「…休学に関する規程」: a title line
     return not _STRUCTURAL.match(nxt) and not _START_HERE.match(nxt)
+
+
+# A line that is a regulation's whole name starts something; a booklet's running title
+# (「2026年度 学生便覧」) ends nothing that the next page could continue.
+_TITLE_LINE = re.compile(r"^[^\s。、]{2,60}?(?:学則|規則|規程|細則|要項|要綱|要領|申合せ|内規|基準)"
+                         r"(?:\s*[(](?:案|抄|抜粋)[)])?$")
+_BOOKLET_END = re.compile(r"(?:便覧|ハンドブック|ガイド|手引き?|要覧|[Gg]uide|GUIDE)$")
 
 
 # A line that starts with a structure needs no joining across a page break.

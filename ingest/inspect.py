@@ -35,7 +35,8 @@ def inspect_file(path: Path, source: str | None = None, declared: str = "") -> d
     analysis = analyse_document(doc, source or path.name)
     articles = []
     for p in analysis.passages:
-        articles.append({"article": p.article, "caption": p.caption, "paragraph": p.paragraph,
+        articles.append({"article": p.article, "scope": p.scope, "caption": p.caption,
+                         "paragraph": p.paragraph,
                          "page": p.page, "heading": p.heading, "chars": len(p.text),
                          "start": " ".join(p.text.split())[:60]})
     return {
@@ -73,9 +74,14 @@ def render(report: dict, *, width: int = 60, all_units: bool = True) -> list[str
     for w in r["warnings"]:
         out.append(f"  warning: {w}")
     if all_units:
+        last_scope = ""
         for u in r["units"]:
             label = (u["article"] or "(text)") + (f"（{u['caption']}）" if u["caption"] else "") \
                 + u["paragraph"]
             page = f"p.{u['page']}" if u["page"] else ""
+            scope = u.get("scope", "")
+            if scope != last_scope and scope not in ("", "附則"):
+                out.append(f"    — {scope}")      # which 附則 (or booklet regulation) follows
+            last_scope = scope
             out.append(f"    {label:<24} {page:>5}  {u['start'][:width]}")
     return out

@@ -80,9 +80,9 @@ def has_sentence_end(text: str) -> bool:
     return "。" in text or "．" in text or bool(re.search(r"\.(?!\d)", text))
 
 
-def article_label(number: int, branch: int | None = None) -> str:
-    """The canonical article label: 第42条, 第15条の2."""
-    return f"第{number}条" + (f"の{branch}" if branch else "")
+def article_label(number: int, branch: int | None = None, *more: int) -> str:
+    """The canonical article label: 第42条, 第15条の2, 第74条の2の2 (branches of branches)."""
+    return f"第{number}条" + "".join(f"の{b}" for b in (branch, *more) if b)
 
 
 def looks_japanese(text: str) -> float:

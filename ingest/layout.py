@@ -78,7 +78,7 @@ def _despace(text: str) -> str:
 
 _N = rf"(?:{NUMBER})"
 _CANDIDATE = re.compile(
-    rf"(?P<art>第\s*(?P<an>{_N})\s*条(?:\s*の\s*(?P<ab>{_N}))?)"
+    rf"(?P<art>第\s*(?P<an>{_N})\s*条(?:\s*の\s*{_N})*)"
     rf"|(?P<chap>第\s*{_N}\s*(?:編|章|節|款))"
     r"|(?P<supp>附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?)"
     rf"|(?P<appx>(?:別表|別記|別紙|様式)(?:\s*第?\s*{_N}\s*号?)?)"
@@ -86,11 +86,16 @@ _CANDIDATE = re.compile(
     r"|(?P<kitem>(?<![第0-9一二三四五六七八九十])(?P<kitemn>[一二三四五六七八九十]{1,3})(?=\s))"
     r"|(?P<para>(?<![0-9.,])(?P<paran>[0-9]{1,2})(?=\s*[^\s0-9]))")
 # What follows a 第N条 that is a reference, not a heading: 第15条の規定, 第9条第2項, ...
+# Glued to the number, any of these; after a space only what cannot begin an article's
+# text: 「第七十四条　中間申告書」 is a heading, 「第七十四条中「…」を」 a reference. A
+# caption-like bracket followed by の/に/中… is a reference too: 「附則第五条（…）の規定」.
+_REF_WORDS = (r"の(?!\s*[0-9一二三四五六七八九十])|に|第\s*[0-9一二三四五六七八九十]+\s*[項号]|"
+              r"第\s*[0-9]*\s*$|[(][^()]*第\s*[0-9一二三四五六七八九十]+\s*条[^()]*[)]|"
+              r"[(][^()]{1,40}[)](?:の|に|中|を|は|が|及び|又は|並びに|若しくは|から|まで|、|,|"
+              r"第\s*[0-9一二三四五六七八九十]+\s*[項号])|"
+              r"及び|又は|並びに|若しくは|から|まで|を|は|が|、|,|において|により|による|前段|後段|本文")
 REFERENCE_TAIL = re.compile(
-    r"^\s*(?:の(?!\s*[0-9一二三四五六七八九十])|に|第\s*[0-9一二三四五六七八九十]+\s*[項号]|第\s*[0-9]*\s*$|"
-    r"[(][^()]*第\s*[0-9一二三四五六七八九十]+\s*条[^()]*[)]|"
-    r"及び|又は|並びに|若しくは|から|まで|を|は|が|と[^\s]|中|、|,|ただし|において|により|"
-    r"による|で|へ|も|前段|後段|本文|以下|関係|[―\-~〜・])")
+    rf"^(?:{_REF_WORDS}|と[^\s]|中|ただし|以下|関係|で|へ|も|[―\-~〜・])|^\s+(?:{_REF_WORDS})")
 # Units after a number that make it a quantity, not a 項 number: 2 年, 3 単位, ...
 _QUANTITY = re.compile(r"^\s*(?:年|月|日|単位|条|項|号|人|名|回|週|時間|科目|円|%|か月|箇月|ヵ月|"
                        r"カ月|ケ月|以上|以下|未満|分|歳|才|部|通|件|点|次|期|学期|セメスター)")
@@ -99,6 +104,8 @@ _CAPTION_BEFORE = re.compile(r"[(]([^()。]{1,30})[)]\s*$")
 # 「第86条 (削除)」: the body of a deleted article, not the next one's caption.
 _NOT_CAPTION = re.compile(r"^\s*(?:削\s*除|省\s*略|略)\s*$")
 _LABEL_BEFORE = re.compile(rf"(?:第\s*{_N}\s*条(?:\s*の\s*{_N})?|附\s*則(?:\s*[(][^()]{{1,40}}[)])?)\s*$")
+# 「…法律（昭和六十年法律第三十四号）附則」「同法附則」: another law's 附則 is named.
+_LAW_BEFORE = re.compile(r"(?:号\s*[)]|法|令|規則|規程|同)$")
 _CHAPTER_BEFORE = re.compile(rf"(?:第\s*{_N}\s*(?:編|章|節|款)[^。()]{{0,30}}|削\s*除)$")
 # 「…学則 第1章 総則」: a title runs into the first chapter heading.
 _TITLE_BEFORE = re.compile(r"(?:学則|規則|規程|細則|要項|要綱|申合せ|内規|基準)$")
@@ -152,6 +159,11 @@ def _cuts(norm: str, st: _State) -> list[int]:
                     headed or re.match(rf"^第\s*{_N}\s*条", after)
                     or (boundary and (before[-1:] in "。)" or _LABEL_BEFORE.search(before)))):
                 continue
+            # 「…をいう。）附則第二十六条」: after a 附則 that was not a heading, a reference.
+            supp = re.search(r"附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?\s*$", before[-60:])
+            at = len(before) - len(before[-60:]) + supp.start() if supp else 0
+            if at > 0 and at not in cuts:
+                continue
             try:
                 number = parse_number(m.group("an"))
             except ValueError:
@@ -170,11 +182,19 @@ def _cuts(norm: str, st: _State) -> list[int]:
             st.seen_article = True
             _add(cuts, i, norm)                   # ...on a line of its own
         elif kind == "chap":
-            if (boundary or _TITLE_BEFORE.search(before)) and not REFERENCE_TAIL.match(after) and re.match(r"^\s*\S", after):
+            # 「（昭和二十二年法律第六十七号）第二編第十一章に規定する」 is a reference.
+            if (boundary or _TITLE_BEFORE.search(before)) and not REFERENCE_TAIL.match(after) and re.match(r"^\s*\S", after) and not (
+                    _LAW_BEFORE.search(before[-12:]) or re.match(rf"^第\s*{_N}\s*(?:編|章|節|款|条)", after)):
                 _add(cuts, i, norm)
         elif kind == "supp":
-            if st.seen_article and boundary and not re.match(
-                    r"^\s*第\s*[0-9]+\s*項|^\s*の", after):
+            # 「（昭和六十年法律第三十四号）附則第五条（…）の規定による」 names another
+            # law's 附則: a heading follows a sentence end and is followed by its text.
+            tail = re.sub(rf"^\s*第\s*{_N}\s*条(?:\s*の\s*{_N})*", "", after, count=1)
+            # 「…をいう。）附則第二十六条」 (a closing bracket before it, an article number
+            # after it) is a reference too; 「(中 略)附 則 この学則は」 is a heading.
+            if st.seen_article and boundary and (before[-1:] not in ")」" or tail == after) and not re.match(
+                    r"^\s*第\s*[0-9]+\s*項|^\s*の", after) and not _LAW_BEFORE.search(
+                    before[-12:]) and (tail == after or not REFERENCE_TAIL.match(tail[:200])):
                 _add(cuts, i, norm)
                 # The 附則 heading is a line of its own; its text (or 第1条) follows.
                 if after.strip() and not re.match(r"^\s*第\s*\S+\s*条", after):

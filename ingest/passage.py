@@ -18,6 +18,11 @@ class Passage:
     paragraph: str      # 項 range when a long article was split ("第2項", "第2項〜第3項"), else ""
     page: int | None    # 1-based page for PDFs
     text: str           # the original text, for display and for the generator
+    # Which provisions the article belongs to, where labels repeat: "" for the main
+    # provisions, "附則" for the (first, unnamed) 附則, "附則(平成二七年法律第九号)" for the
+    # 附則 of an amending law, "附則[3]" for the third 附則 when it is not named.
+    # (article, scope) is unique in a document; the passage id carries both.
+    scope: str = ""
 
     @property
     def label(self) -> str:
@@ -27,8 +32,14 @@ class Passage:
 
     @property
     def key(self) -> str:
-        """Article-level key used in change reports (第42条, 第42条第2項, 段落3)."""
-        return self.article + self.paragraph
+        """Article-level key used in ids and change reports (第42条, 第42条第2項,
+        附則(平成二七年法律第九号)第2条): the article within its scope."""
+        article = self.article
+        if self.scope and self.scope != "附則":
+            rest = article[2:] if article.startswith("附則") else article
+            article = self.scope + ("" if rest.startswith(("第", "別", "様")) or not rest
+                                    else " ") + rest
+        return article + self.paragraph
 
     def header(self) -> str:
         """Document title and heading path: what the article text alone does not say."""

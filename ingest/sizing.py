@@ -28,7 +28,7 @@ def unit_passages(unit: "_Unit", title: str, source: str, max_tokens: int | None
     def make(text: str, paragraph: str = "") -> Passage:
         return Passage(id="", source=source, title=title, heading=unit.heading,
                        article=unit.article, caption=unit.caption, paragraph=paragraph,
-                       page=unit.page, text=text)
+                       page=unit.page, text=text, scope=unit.scope)
 
     whole = make(join_lines(unit.lines))
     if max_tokens is None or count(whole.search_text()) <= max_tokens:

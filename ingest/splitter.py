@@ -9,25 +9,28 @@ passages keep the original lines for display.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
-from .japanese import (NUMBER, article_label, has_sentence_end, parse_number)
+from .japanese import (NUMBER, article_label, has_sentence_end, nfkc, parse_number)
 from .layout import Layout, Line
 from .layout import REFERENCE_TAIL
 from .document import LoadedDocument
 from .passage import Passage, content_hash
 from .sizing import TokenCounter, unit_passages
 
-SPLITTER_VERSION = 3
+SPLITTER_VERSION = 4
 _MD_HEADING = re.compile(r"^#{2,6}\s")
 
-_HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s+|$)(.*)$")
+_HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s*の\s*(?:{NUMBER}))*(?:\s+|$)(.*)$")
 # 第42条　本文 / 第42条（除籍）本文 / 第 3 条 / 第42条 (no text); after the layout pass
 # a despaced 「第1条青森…」 too, but never 「第8条に規定する…」 or 「第9条第2項の…」.
 _ARTICLE = re.compile(
-    rf"^第\s*({NUMBER})\s*条(?:\s*の\s*({NUMBER}))?"
+    rf"^第\s*({NUMBER})\s*条((?:\s*の\s*(?:{NUMBER}))*)"
     rf"(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$|(?=[^\s(])(.*))")
-_CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])([^()]{1,30})[)]$")
+# (A law number 「（昭和三十四年政令第百八十四号）」 under a title is not a caption.)
+_CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])"
+                      r"(?!(?:明治|大正|昭和|平成|令和)[^()]*年[^()]*第[^()]*号[)]$)([^()。]{1,50})[)]$")
 # 附則 / 附 則 (令和6年…規則第5号) / 附則 抄; its text may follow on the same line.
 _SUPPLEMENT = re.compile(r"^附\s*則(?:\s*[(](.{1,40})[)])?(?:\s*抄)?(?:\s+(.*))?$")
 # 別表第1（第2条関係） / 様式第3号 / 別記: tables and forms after the articles.
@@ -36,6 +39,13 @@ _APPENDIX = re.compile(
 _PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
 _ITEM_DIGIT = re.compile(r"^([0-9]+)(?:\s+|[.、]\s*)(\S.*)$")
 _ITEM_KANJI = re.compile(r"^([一二三四五六七八九十]+)\s+(\S.*)$")
+_HEAD = re.compile(rf"^第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*")
+# 「第百三十六条及び第百三十七条　削除」「第十条から第十二条まで　削除」: one heading for
+# several deleted articles, labelled as written (第136条及び第137条).
+_ONE = rf"第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*"
+_DELETED_RANGE = re.compile(
+    rf"^({_ONE}(?:\s*(?:、|,|及び)\s*{_ONE})+|{_ONE}\s*から\s*{_ONE}\s*まで)\s*"
+    r"(?:削\s*除|[(]\s*削\s*除\s*[)])$")
 
 
 
@@ -49,6 +59,7 @@ class _Unit:
     caption: str
     heading: str
     lines: list[Line] = field(default_factory=list)
+    scope: str = ""                 # Passage.scope: "", "附則", "附則(…法律第九号)", …
     paragraph_starts: list[int] = field(default_factory=lambda: [0])  # line index of each 項
 
     @property
@@ -100,9 +111,23 @@ def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None
     total = sum(len(ln.norm) for ln in lines) or 1
     inside = sum(len(ln.norm) for u in units if u.article for ln in u.lines)
     mentioned = _mentioned_articles(lines)
-    split = len({u.article for u in units if "条" in u.article})
+    articles = [(u.scope, u.article) for u in units if "条" in u.article]
+    split = len(set(articles))
     analysis = Analysis(doc.title, _with_unique_ids(passages), layout, structure,
                         inside / total, mentioned, split)
+    repeated = {k: n for k, n in Counter((u.scope, u.article) for u in units
+                                         if u.article).items() if n > 1}
+    if repeated:
+        shown = ", ".join(f"{a}" + (f" of {sc}" if sc and sc != "附則" else "") + f" ×{n}"
+                          for (sc, a), n in list(repeated.items())[:5])
+        more = f" (+{len(repeated) - 5} more)" if len(repeated) > 5 else ""
+        analysis.warnings.append(
+            f"{len(repeated)} article labels split more than once: {shown}{more}; a "
+            "reference may have been read as a heading: check with `rag inspect`")
+    if split > mentioned:
+        analysis.warnings.append(
+            f"{split} articles split but only {mentioned} article headings in the text: "
+            "a reference may have been read as a heading: check with `rag inspect`")
     if mentioned >= 5 and split < mentioned / 3:
         analysis.warnings.append(
             f"{mentioned} article headings in the text but only {split} articles split: "
@@ -113,12 +138,23 @@ def analyse_document(doc: LoadedDocument, source: str, *, max_tokens: int | None
     return analysis
 
 
+def _label_of(head: str) -> str:
+    """第七十四条の二の二 -> 第74条の2の2."""
+    numbers = [parse_number(n) for n in re.findall(rf"{NUMBER}", nfkc(head))]
+    return article_label(*numbers)
+
+
+def _range_label(text: str) -> str:
+    """第百三十六条及び第百三十七条 -> 第136条及び第137条 (the words kept as written)."""
+    return re.sub(_ONE, lambda m: _label_of(m.group()), re.sub(r"\s+", "", text))
+
+
 def _article(norm: str) -> re.Match | None:
     """An article heading at the start of a line, never a reference (「第8条に規定する」)."""
     m = _ARTICLE.match(norm)
     if m is None:
         return None
-    head = re.match(rf"^第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))?", norm)
+    head = _HEAD.match(norm)
     return None if REFERENCE_TAIL.match(norm[head.end():]) else m
 
 
@@ -128,20 +164,33 @@ _TOC_RANGE = re.compile(rf"[(]第\s*(?:{NUMBER})\s*条(?:の\s*(?:{NUMBER}))?\s*
 
 
 def _mentioned_articles(lines: list[Line]) -> int:
-    """Distinct article numbers written in the text, table-of-contents ranges aside."""
-    numbers = set()
+    """Distinct article headings written in the text, table-of-contents ranges and
+    references aside: labels in full (第74条の2の2), counted per 附則 and per
+    regulation of a booklet (where 第1条 comes again), as the articles split are."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    segment = 0
     for ln in lines:
+        if _SUPPLEMENT.match(ln.norm):
+            segment += 1
+        if _DELETED_RANGE.match(ln.norm):      # 「第4条及び第5条 削除」: one heading
+            seen.add((segment, (-1, len(seen))))
+            continue
         text = _TOC_RANGE.sub("", ln.norm)
-        for m in re.finditer(rf"第\s*({NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))?", text):
+        for m in re.finditer(rf"第\s*({NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*", text):
             # 「学則第46条に規定する」「同法第9条第2項」: a reference names another article.
-            if (REFERENCE_TAIL.match(text[m.end():])
-                    or re.search(r"(?:法|則|程|令|準|綱|領|内規|同)\s*$", text[:m.start()])):
+            # (Windows of the text around the match: a 1 MB line stays linear.)
+            if (REFERENCE_TAIL.match(text[m.end():m.end() + 200])
+                    or re.search(r"(?:法|則|程|令|準|綱|領|内規|同)\s*$",
+                                 text[max(0, m.start() - 20):m.start()])):
                 continue
             try:
-                numbers.add(parse_number(m.group(1)))
+                number = _numbers(m.group())
             except ValueError:
-                pass
-    return len(numbers)
+                continue
+            if number == (1,) and (segment, number) in seen:
+                segment += 1
+            seen.add((segment, number))
+    return len(seen)
 
 
 # --------------------------------------------------------------------------- lines
@@ -173,14 +222,18 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
     units: list[_Unit] = []
     levels: dict[str, str] = {}
     supplement: str | None = None   # "附則" or "附則(令和6年…)" once inside 附則
+    scope = ""                      # the Passage.scope of the articles being read
+    supplements = 0                 # 附則 headings seen (an unnamed later one is 附則[n])
+    restarts = 1                    # regulations of a booklet: the second one's scope is [2]
     caption: Line | None = None    # a 「（除籍）」 line waiting for its article
     current = _Unit("", "", "")     # preamble until the first article
     seen_article = False
+    last: dict[str, tuple[int, ...]] = {}   # the last article number read, per scope
     for ln in lines:
         norm = ln.norm
         if not norm:
             continue
-        if caption is not None and not _article(norm):
+        if caption is not None and not _article(norm) and not _DELETED_RANGE.match(norm):
             current.lines.append(caption)   # it was a bracketed line of text after all
             caption = None
         if (h := _is_heading(norm)) is not None:
@@ -189,10 +242,13 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
         # 附則 opens the supplementary provisions only after the main articles: a 目次
         # that lists 「附則」 must not turn every article into 附則第N条.
         if seen_article and (s := _SUPPLEMENT.match(norm)) is not None:
+            supplements += 1
             supplement = "附則" + (f"({s.group(1)})" if s.group(1) else "")
+            scope = (re.sub(r"\s+", "", supplement) if s.group(1)
+                     else "附則" if supplements == 1 else f"附則[{supplements}]")
             levels = {}
             units.append(current)
-            current = _Unit("附則", "", supplement, [ln])
+            current = _Unit("附則", "", supplement, [ln], scope=scope)
             continue
         if seen_article and (x := _APPENDIX.match(norm)) is not None:
             units.append(current)
@@ -204,21 +260,49 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
         if _CAPTION.match(norm):
             caption = ln
             continue
-        if (a := _article(norm)) is not None:
+        if seen_article and (d := _DELETED_RANGE.match(norm)) is not None:
             units.append(current)
-            label = article_label(parse_number(a.group(1)),
-                                  parse_number(a.group(2)) if a.group(2) else None)
-            if supplement and label == "第1条" and current.article == "附則" and len(
-                    current.lines) > 1:
+            label = ("附則" if supplement else "") + _range_label(d.group(1))
+            current = _Unit(label, "", supplement or _heading_path(levels),
+                            ([caption] if caption else []) + [ln], scope=scope)
+            numbers = re.findall(_ONE, nfkc(d.group(1)))
+            last[scope] = _numbers(numbers[-1])
+            caption = None
+            continue
+        if (a := _article(norm)) is not None:
+            number = _numbers(_HEAD.match(norm).group())
+            booklet = (supplement and number == (1,) and current.article == "附則"
+                       and len(current.lines) > 1)
+            # Statute numbering goes on: a 第七条 (kanji, as laws number) at or below the
+            # article before it in the same provisions, with no caption line, is a line
+            # of text that starts with an article number (a table row, a citation). A
+            # page that quotes articles out of order (第40条, 第39条, 第35条) keeps them.
+            # A bare 「第百一条の二」 line (nothing after the number) far ahead of the
+            # main numbering is a table cell (a 読替え table names another law's articles;
+            # the 附則 of an excerpt, 抄, skip numbers).
+            kanji = not re.match(r"^第\s*[0-9]", norm)
+            bare = not norm[_HEAD.match(norm).end():].strip()
+            if (not booklet and caption is None and scope in last and number != (1,) and kanji
+                    and (number <= last[scope] or bare and not scope
+                         and number[0] > last[scope][0] + 3)):
+                _append_body(current, ln)
+                continue
+            units.append(current)
+            label = _label_of(_HEAD.match(norm).group())
+            if booklet or (not supplement and number == (1,) and scope in last):
                 # A 附則 of plain paragraphs, then 第1条 again: the next regulation of
-                # a booklet begins (a 附則 with articles opens with 第1条 directly).
+                # a booklet begins (a 附則 with articles opens with 第1条 directly). Its
+                # articles are a scope of their own: [2] for the second regulation.
                 supplement, levels = None, {}
+                restarts += 1
+                scope = f"[{restarts}]"
             seen_article = True
+            last[scope] = number
             cap = a.group(3) or (_CAPTION.match(caption.norm).group(1) if caption else "")
             cap = re.sub(r"(?<=[^\x00-\x7f])\s+(?=[^\x00-\x7f])", "", cap)   # 「(懲 戒)」
             heading = supplement or _heading_path(levels)
             current = _Unit(("附則" if supplement else "") + label, cap.strip(), heading,
-                            ([caption] if caption else []) + [ln])
+                            ([caption] if caption else []) + [ln], scope=scope)
             caption = None
             continue
         _append_body(current, ln)
@@ -228,6 +312,11 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
     # A 附則 heading followed by articles leaves an empty "附則" unit: drop it, and
     # drop a preamble that is only the title, dates or a table of contents.
     return [u for u in units if _has_body(u)]
+
+
+def _numbers(head: str) -> tuple[int, ...]:
+    """第七十四条の二の二 -> (74, 2, 2): article numbers compare as tuples."""
+    return tuple(parse_number(n) for n in re.findall(rf"{NUMBER}", nfkc(head)))
 
 
 def _append_body(unit: _Unit, ln: Line) -> None:

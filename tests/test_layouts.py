@@ -164,6 +164,10 @@ def test_poorly_split_regulation_is_flagged():
      "東雲大学学位規程", "regulation name in the text"),
     ("1 東京工業大学学則(抜粋)\n第1条 本学は…とする。\n", "東京工業大学学則", "regulation name in the text"),
     ("多摩美術大学 学生ハンドブック2022\n204/300\n(懲戒)第9条 学長は懲戒する。\n", "x", "file name"),
+    # A booklet's running title and page counter before the regulation's own name
+    # (issue 19): the counter is dropped and the two lines around it are not joined.
+    ("2026年度 学生便覧\n12/96\n架空工科大学学生の休学に関する規程\n(趣旨)\n第1条 この規程は…定める。\n",
+     "架空工科大学学生の休学に関する規程", "regulation name in the text"),
     ("青森中央学院大学学則 第1章総則 (目的) 第1条 本学は…養成する。\n", "青森中央学院大学学則",
      "regulation name in the text"),
 ])
