@@ -43,6 +43,9 @@ class Config:
                                  help="Device of the embedder (default: automatic).")
     trust_remote_code: bool = setting(False, section="ingest",
                                       help="Run the embedder repository's own code.")
+    max_file_mb: float = setting(20.0, section="ingest", help=(
+        "Largest file `rag ingest` reads, in MB (10^6 bytes); a larger one is reported by "
+        "name and skipped (0: no limit)."))
     titles: dict[str, str] = setting(factory=dict, section="ingest", help=(
         "[ingest.titles]: document path (relative to the ingested directory) or file name "
         "-> the regulation's name, for files whose pages do not say it (booklet excerpts)."))
@@ -172,6 +175,9 @@ def _validate(cfg: Config, where: str) -> None:
                           "more, timeout_s more than 0")
     if cfg.threads < 0:
         raise ConfigError(f"{where}: threads must be 0 or more")
+    if cfg.max_file_mb < 0:
+        raise ConfigError(f"{where}: [ingest] max_file_mb must be 0 (no limit) or more, not "
+                          f"{cfg.max_file_mb!r}")
     if cfg.min_score is not None and not -1 <= cfg.min_score <= 1:
         raise ConfigError(f"{where}: min_score is a cosine similarity, between -1 and 1, not "
                           f"{cfg.min_score!r}")
