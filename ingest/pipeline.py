@@ -27,6 +27,7 @@ import numpy as np
 
 from . import store
 from .discover import IGNORE_FILE, SourceFile, discover
+from .display import escape_controls
 from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
 from .estimate import estimate
 from .inputs import Inputs, resolve_inputs
@@ -318,11 +319,11 @@ def _refuse_incomplete(req: _Request, plan: _Plan, new: _Collection) -> None:
                           "you want, run it again with --yes")
     failures = new.report.failures
     if failures and req.strict:
-        raise IngestError("--strict: not writing the index because of "
-                          + "; ".join(f"{d.source}: {d.reason}" for d in failures))
+        raise IngestError(escape_controls("--strict: not writing the index because of "
+                          + "; ".join(f"{d.source}: {d.reason}" for d in failures)))
     if not new.passages:
-        raise IngestError("no passages to index: every document failed to load "
-                          + "; ".join(f"{d.source}: {d.reason}" for d in failures))
+        raise IngestError(escape_controls("no passages to index: every document failed to "
+                          "load " + "; ".join(f"{d.source}: {d.reason}" for d in failures)))
 
 
 def _nothing_to_write(plan: _Plan, report: IngestReport, inputs: Inputs) -> bool:

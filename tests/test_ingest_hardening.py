@@ -209,11 +209,20 @@ def test_the_document_count_leaves_out_a_removed_document(small, tmp_path, tiny_
 
 # --------------------------------------------------------------------------- progress
 
-def test_progress_off_a_terminal_is_plain_lines(small, tmp_path, tiny_embedder):
-    """stderr is no terminal here (a Slurm .err file, a pipe): lines, not silence."""
+def test_progress_off_a_terminal_is_plain_lines(small, tmp_path, tiny_embedder,
+                                                monkeypatch):
+    """stderr is no terminal here (a Slurm .err file, a pipe): lines, not silence. And
+    the messages of an ingest go through `ingest.progress.write`, which puts them
+    above a bar on a terminal rather than into its middle."""
+    import ingest.progress
+    written = []
+    original = ingest.progress.write
+    monkeypatch.setattr(ingest.progress, "write",
+                        lambda m, stream=None: (written.append(m), original(m, stream)))
     r = run("ingest", small, "--index", tmp_path / "idx", "--embedder", tiny_embedder,
             "--batch-size", 1)
     assert r.exit_code == 0, r.output
+    assert written == [f"loading embedder {tiny_embedder}"]
     err = r.stderr.splitlines()
     assert any(re.fullmatch(r"loading: 3/3 files done in \d+s", ln) for ln in err), err
     embedding = [ln for ln in err if ln.startswith("embedding: ")]

@@ -166,7 +166,8 @@ def inspect(ctx, files, brief, as_json):
         try:
             report = inspect_file(f, f.name, declared_title(cfg.titles, f.resolve().as_posix()))
         except LoadError as e:
-            click.echo(click.style(f"{f}: cannot be read: {e}", fg="red"), err=True)
+            click.echo(click.style(escape_controls(f"{f}: cannot be read: {e}"), fg="red"),
+                       err=True)
             failed = True
             continue
         if as_json:
