@@ -220,7 +220,7 @@ def test_progress_off_a_terminal_is_plain_lines(small, tmp_path, tiny_embedder,
     monkeypatch.setattr(ingest.progress, "write",
                         lambda m, stream=None: (written.append(m), original(m, stream)))
     r = run("ingest", small, "--index", tmp_path / "idx", "--embedder", tiny_embedder,
-            "--batch-size", 1)
+            "--batch-size", 4)
     assert r.exit_code == 0, r.output
     assert written == [f"loading embedder {tiny_embedder}"]
     err = r.stderr.splitlines()
