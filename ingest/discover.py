@@ -3,6 +3,7 @@ leaving them (symlinks out are refused), minus hidden files and what `.ragignore
 exclude. Unsupported or convertible files are reported, not read."""
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 from dataclasses import dataclass
@@ -66,21 +67,36 @@ def discover(paths: list[Path], bases: dict[Path, Path] | None = None,
                 problems.append(DocumentChange(rel, "skipped",
                                                reason=CONVERTIBLE[path.suffix.lower()]))
                 continue
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(root):
-                    problems.append(DocumentChange(rel, "failed",
-                                                   reason=f"symlink to {target}, outside {given}"))
-                    continue
-            if path.resolve() in seen:
+            target, why = _resolve(path)
+            if target is None:
+                problems.append(DocumentChange(rel, "failed", reason=why))
                 continue
-            seen.add(path.resolve())
+            if path.is_symlink() and not target.is_relative_to(root):
+                problems.append(DocumentChange(rel, "failed",
+                                               reason=f"symlink to {target}, outside {given}"))
+                continue
+            if target in seen:
+                continue
+            seen.add(target)
             if rel in found:
                 problems.append(DocumentChange(rel, "failed", reason=(
                     f"same relative path under {found[rel].root} and {root}")))
                 continue
             found[rel] = SourceFile(path, rel, root)
     return list(found.values()), problems
+
+
+def _resolve(path: Path) -> tuple[Path | None, str]:
+    """(the real path, "") or (None, why not): a symlink loop (`a.txt -> a.txt`) makes
+    `resolve()` raise instead of answering."""
+    try:
+        return path.resolve(), ""
+    except RuntimeError:                    # Python < 3.13: "Symlink loop from ..."
+        return None, "symlink loop (the link points back to itself)"
+    except OSError as e:                    # 3.13+: ELOOP; or a directory we may not read
+        if e.errno == errno.ELOOP:
+            return None, "symlink loop (the link points back to itself)"
+        return None, f"cannot resolve the path: {e.strerror or e}"
 
 
 IGNORE_FILE = ".ragignore"

@@ -71,18 +71,23 @@ class Embedder:
                  query_prefix: str | None = None, passage_prefix: str | None = None,
                  device: str | None = None, batch_size: int = 32,
                  trust_remote_code: bool = False):
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()   # "Loading weights" bars on every search
+        from .hub import offline_source
 
         local = Path(name)
         # A local directory is recorded by absolute path so the index works from anywhere.
         self.name = str(local.resolve()) if local.is_dir() else name
         self.batch_size = batch_size
+        # A Hub that cannot be reached: the cache alone, or one line that says what to do.
+        source = offline_source(self.name, "embedder", revision) or self.name
+
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()   # "Loading weights" bars on every search
         try:
-            self.model = SentenceTransformer(self.name, revision=revision, device=device,
-                                             trust_remote_code=trust_remote_code)
+            self.model = SentenceTransformer(
+                source, revision=revision if source == self.name else None, device=device,
+                trust_remote_code=trust_remote_code)
         except OSError as e:
             raise EmbedderError(
                 f"cannot load embedder {name!r}: {e}\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .display import ljust
 from .loaders import load_document
 from .passage import Passage
 from .splitter import analyse_document
@@ -83,5 +84,6 @@ def render(report: dict, *, width: int = 60, all_units: bool = True) -> list[str
             if scope != last_scope and scope not in ("", "附則"):
                 out.append(f"    — {scope}")      # which 附則 (or booklet regulation) follows
             last_scope = scope
-            out.append(f"    {label:<24} {page:>5}  {u['start'][:width]}")
+            # Padded by display width: a kanji takes two columns (ingest.display).
+            out.append(f"    {ljust(label, 24)} {page:>5}  {u['start'][:width]}")
     return out

@@ -137,13 +137,33 @@ def _break_structure(lines: list[Line]) -> tuple[list[Line], int]:
     return out, broken
 
 
+# How much text on either side of a candidate decides it: a caption, a label or a
+# reference tail is far shorter. Looking at a bounded window, not the whole rest of the
+# line, keeps a file that is one long line linear (a slice and an `$`-anchored search
+# of the whole prefix at every candidate made a 4 MB line take a minute).
+_BEFORE, _AFTER = 128, 512
+
+
+def _context(norm: str, i: int, j: int) -> tuple[str, int, str]:
+    """(the text before `i`, right-stripped; where that slice starts; the text from
+    `j`), at most `_BEFORE` and `_AFTER` characters unless a blank window hides the
+    answer."""
+    start = max(0, i - _BEFORE)
+    before = norm[start:i].rstrip()
+    if not before and start:          # only blanks in the window: look further back
+        start, before = 0, norm[:i].rstrip()
+    after = norm[j:j + _AFTER]
+    if not after.strip() and j + _AFTER < len(norm):
+        after = norm[j:]
+    return before, start, after
+
+
 def _cuts(norm: str, st: _State) -> list[int]:
     """Positions in `norm` where a new structural line starts (never 0)."""
     cuts: list[int] = []
     for m in _CANDIDATE.finditer(norm):
         i = m.start()
-        before = norm[:i].rstrip()
-        after = norm[m.end():]
+        before, offset, after = _context(norm, i, m.end())
         boundary = (not before or before[-1] in _ENDS or _LABEL_BEFORE.search(before)
                     or _CHAPTER_BEFORE.search(before) or norm[max(0, i - 2):i] == "  ")
         kind = _kind(m)
@@ -177,7 +197,7 @@ def _cuts(norm: str, st: _State) -> list[int]:
             cap = _CAPTION_BEFORE.search(before)
             if cap and not re.search(r"第\s*[0-9]+\s*条", cap.group(1)) and not _NOT_CAPTION.match(
                     cap.group(1)):
-                _add(cuts, cap.start(), norm)     # the caption opens the article...
+                _add(cuts, offset + cap.start(), norm)   # the caption opens the article...
             st.article, st.paragraph, st.item, st.kitem = number, 1, 0, 0
             st.seen_article = True
             _add(cuts, i, norm)                   # ...on a line of its own
@@ -263,7 +283,8 @@ def _kind(m: re.Match) -> str:
 
 
 def _add(cuts: list[int], pos: int, norm: str) -> None:
-    if 0 < pos < len(norm) and norm[:pos].strip() and (not cuts or pos > cuts[-1]):
+    # Text before the first cut (later ones follow it): checked once, not at every cut.
+    if 0 < pos < len(norm) and (pos > cuts[-1] if cuts else bool(norm[:pos].strip())):
         cuts.append(pos)
 
 

@@ -60,8 +60,23 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
                              declared_title=front.get("title", ""))
     if not doc.text.strip():
         raise LoadError("no text content")
+    _refuse_nul(doc)
     settle_title(doc, path.stem)
     return doc
+
+
+def _refuse_nul(doc: LoadedDocument) -> None:
+    """A NUL character in the loaded text (a UTF-16 file with a binary tail, an HTML page
+    that is not one): refused for text formats; stripped, with a warning, from what a
+    PDF or Word file's extraction returned."""
+    if not any("\x00" in p.text for p in doc.pages):
+        return
+    if doc.kind in ("txt", "md", "html"):
+        raise LoadError(f"binary file (contains NUL characters, the first at character "
+                        f"{doc.text.index(chr(0))}), not text")
+    for p in doc.pages:
+        p.text = p.text.replace("\x00", "")
+    doc.warnings.append("NUL characters dropped from the extracted text")
 
 
 def settle_title(doc: LoadedDocument, fallback: str) -> None:
@@ -102,11 +117,12 @@ def decode_text(data: bytes) -> tuple[str, str]:
 
 
 def _decode(data: bytes) -> tuple[str, str]:
-    if b"\x00" in data[:8192]:
+    nul = data.find(b"\x00")             # anywhere: a text head may hide a binary tail
+    if nul >= 0:
         # UTF-16 text has NULs too; honour its BOM, otherwise this is a binary file.
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             return data.decode("utf-16"), "utf-16"
-        raise LoadError("binary file (contains NUL bytes), not text")
+        raise LoadError(f"binary file (contains NUL bytes, the first at byte {nul}), not text")
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
     try:

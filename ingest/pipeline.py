@@ -27,16 +27,23 @@ import numpy as np
 
 from . import store
 from .discover import IGNORE_FILE, SourceFile, discover
+from .display import escape_controls
 from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
 from .estimate import estimate
 from .inputs import Inputs, resolve_inputs
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
+from .progress import Progress, track
 from .report import DocumentChange, IngestError, IngestReport
 from .splitter import SPLITTER_VERSION, analyse_document, change_key
 from .store import DenseInfo, DocumentRecord, Manifest, StoredIndex
 from .title import declared_title
 from .tokenizer import JapaneseTokenizer
+
+
+# A regulation, even a whole 便覧 as PDF, is a few MB; a file far larger is a mistake
+# (a log, a dump, a video renamed) that would hold the index lock for a long time.
+DEFAULT_MAX_FILE_BYTES = 20_000_000
 
 
 @dataclass
@@ -52,6 +59,7 @@ class IngestSettings:
     device: str | None = None
     trust_remote_code: bool = False
     titles: dict[str, str] = field(default_factory=dict)   # [ingest.titles]: path -> title
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES      # larger files are not read (None: any)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -82,6 +90,7 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
         report = new.report
         _refuse_incomplete(req, plan, new)
         report.passages = len(new.passages)
+        report.indexed_documents = len(new.documents)     # a removed one is not among them
         if dry_run:
             report.embedded, notes = estimate(new.passages, plan.old.passages if plan.old and
                                               plan.same_setup else [], plan.embedder.get)
@@ -221,12 +230,10 @@ class _Collection:
 
 def _collect(req: _Request, plan: _Plan, inputs: Inputs, files: list[SourceFile],
              problems: list[DocumentChange]) -> _Collection:
-    from tqdm.auto import tqdm
-
     new = _Collection(plan, IngestReport(str(req.index_dir), list(problems),
                                          dry_run=req.dry_run))
     report = new.report
-    for f in tqdm(files, desc="loading", unit="file", disable=not req.progress):
+    for f in track(files, len(files), "loading", "file", enabled=req.progress):
         report.documents.append(_collect_file(req, plan, new, f))
     for problem in problems:      # refused before loading (e.g. a symlink out): keep old
         if problem.source not in new.documents and problem.source in plan.old_documents:
@@ -251,13 +258,21 @@ def _collect(req: _Request, plan: _Plan, inputs: Inputs, files: list[SourceFile]
 
 def _collect_file(req: _Request, plan: _Plan, new: _Collection, f: SourceFile) -> DocumentChange:
     """Load and split one file into `new`, or carry its old passages over."""
+    prev = plan.old_documents.get(f.source)
+    kept = "; keeping the previously indexed version" if prev else ""
+    limit = req.settings.max_file_bytes
     try:
+        size = f.path.stat().st_size
+        if limit and size > limit:
+            new.keep_old(f.source)
+            return DocumentChange(f.source, "failed", reason=(
+                f"too large ({_mb(size)}, over the {_mb(limit)} limit: max_file_mb in "
+                f"[ingest] of rag.toml){kept}"))
         data = f.path.read_bytes()
     except OSError as e:
         new.keep_old(f.source)
-        return DocumentChange(f.source, "failed", reason=str(e))
+        return DocumentChange(f.source, "failed", reason=str(e) + kept)
     digest = hashlib.sha256(data).hexdigest()
-    prev = plan.old_documents.get(f.source)
     declared = declared_title(req.settings.titles, f.source)
     if (plan.same_setup and prev and prev.sha256 == digest
             and prev.declared_title == declared):
@@ -288,6 +303,10 @@ def _collect_file(req: _Request, plan: _Plan, new: _Collection, f: SourceFile) -
     return change
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+
+
 def _refuse_incomplete(req: _Request, plan: _Plan, new: _Collection) -> None:
     """Stop before writing: --strict with a failed file, nothing left to index, or more
     than half of the documents about to go without --yes."""
@@ -300,11 +319,11 @@ def _refuse_incomplete(req: _Request, plan: _Plan, new: _Collection) -> None:
                           "you want, run it again with --yes")
     failures = new.report.failures
     if failures and req.strict:
-        raise IngestError("--strict: not writing the index because of "
-                          + "; ".join(f"{d.source}: {d.reason}" for d in failures))
+        raise IngestError(escape_controls("--strict: not writing the index because of "
+                          + "; ".join(f"{d.source}: {d.reason}" for d in failures)))
     if not new.passages:
-        raise IngestError("no passages to index: every document failed to load "
-                          + "; ".join(f"{d.source}: {d.reason}" for d in failures))
+        raise IngestError(escape_controls("no passages to index: every document failed to "
+                          "load " + "; ".join(f"{d.source}: {d.reason}" for d in failures)))
 
 
 def _nothing_to_write(plan: _Plan, report: IngestReport, inputs: Inputs) -> bool:
@@ -327,8 +346,6 @@ class _Vectors:
 
 def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
     """Reuse whatever has the same search text, compute the rest."""
-    from tqdm.auto import tqdm
-
     old = plan.old
     texts = [p.search_text() for p in passages]
     keys = [content_hash(t, 16) for t in texts]
@@ -354,7 +371,7 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
             vectors[i] = old_vectors[vec_cache[k]]
         if k in tok_cache:
             tokens[i] = old.tokens[tok_cache[k]]
-    bar = tqdm(total=len(todo), desc="embedding", unit="passage", disable=not req.progress)
+    bar = Progress(len(todo), "embedding", "passage", enabled=req.progress)
     step = max(1, req.settings.batch_size) * 4
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]

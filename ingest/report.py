@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .display import escape_controls
 from .errors import RagError
 
 
@@ -24,6 +25,11 @@ class DocumentChange:
     passages: int = 0
 
     def describe(self) -> str:
+        """One line for the terminal: a newline or escape code in a file name (or a
+        reason) is shown escaped, never passed through."""
+        return escape_controls(self._describe())
+
+    def _describe(self) -> str:
         if self.status in ("failed", "skipped"):
             return f"{self.source}: skipped: {self.reason}"
         if self.status in ("added", "removed", "unchanged"):
@@ -40,6 +46,7 @@ class IngestReport:
     index: str
     documents: list[DocumentChange]
     passages: int = 0
+    indexed_documents: int = 0      # documents in the index written (or that would be)
     embedded: int = 0
     reused: int = 0
     dry_run: bool = False
@@ -61,6 +68,7 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return {"index": self.index, "dry_run": self.dry_run, "written": self.written,
-                "passages": self.passages, "embedded": self.embedded, "reused": self.reused,
+                "passages": self.passages, "indexed_documents": self.indexed_documents,
+                "embedded": self.embedded, "reused": self.reused,
                 "seconds": round(self.seconds, 3), "notes": self.notes,
                 "documents": [d.__dict__ for d in self.documents]}

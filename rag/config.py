@@ -44,6 +44,9 @@ class IngestSection:
     device: str | None = setting(None, env="RAG_DEVICE",
                                  help="Device of the embedder (default: automatic).")
     trust_remote_code: bool = setting(False, help="Run the embedder repository's own code.")
+    max_file_mb: float = setting(20.0, help=(
+        "Largest file `rag ingest` reads, in MB (10^6 bytes); a larger one is reported by "
+        "name and skipped (0: no limit)."))
     titles: dict[str, str] = setting(factory=dict, help=(
         "[ingest.titles]: document path (relative to the ingested directory) or file name "
         "-> the regulation's name, for files whose pages do not say it (booklet excerpts)."))

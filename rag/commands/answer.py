@@ -35,8 +35,9 @@ def generation_options(f):
         click.option("--temperature", type=click.FloatRange(0), help="0 = greedy, "
                      "reproducible (default); above 0 samples."),
         click.option("--min-score", type=click.FloatRange(-1, 1), help="Abstain when the best "
-                     "passage's dense "
-                     "similarity is below this [config: generate.min_score; default: never]."),
+                     "passage's dense (cosine) similarity to the question is below this: the "
+                     "score `rag search --mode dense` shows, not the hybrid score (a rank "
+                     "fusion, ~0.03) [config: generate.min_score; default: never]."),
         click.option("--device", help="cuda, cuda:1, mps or cpu (default: automatic)."),
         click.option("--dtype", type=click.Choice(DTYPES),
                      help="Weights dtype (auto: bf16 on GPUs that have it, fp16 on V100/MPS, "

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ingest.display import escape_controls
+
 from ..config import DENSE_KINDS, MODES
 from ..factory import build_retriever, pick
 from .answer import server_option
@@ -74,12 +76,17 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         passage_prefix=pick(passage_prefix, cfg.ingest.passage_prefix),
         max_tokens=pick(max_tokens, cfg.ingest.max_tokens), batch_size=pick(batch_size, cfg.ingest.batch_size),
         dense=dense, default_dense=cfg.ingest.dense, device=pick(device, cfg.ingest.device),
-        trust_remote_code=cfg.ingest.trust_remote_code, titles=cfg.ingest.titles)
+        trust_remote_code=cfg.ingest.trust_remote_code, titles=cfg.ingest.titles,
+        max_file_bytes=int(cfg.ingest.max_file_mb * 1_000_000) or None)
     if explain:
         _explain(paths or _recorded_inputs(index_dir) or [Path(p) for p in cfg.ingest.paths],
                  cfg.ingest.titles, as_json)
-    progress = not quiet and sys.stderr.isatty()
-    log = (lambda s: None) if (quiet or as_json) else (lambda s: click.echo(s, err=True))
+    from ingest.progress import write
+
+    # A bar on a terminal; elsewhere (a Slurm .err file, a pipe) plain lines, but not
+    # among --json output unless stderr is a terminal.
+    progress = not quiet and (sys.stderr.isatty() or not as_json)
+    log = (lambda s: None) if (quiet or as_json) else write    # above a bar, not into it
     report = run_ingest(list(paths), index_dir, settings, strict=strict, dry_run=dry_run,
                         progress=progress, forget=list(forget), yes=yes,
                         default_paths=[Path(p) for p in cfg.ingest.paths], log=log)
@@ -93,11 +100,10 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         click.echo(click.style(doc.describe(), fg=color, dim=doc.status == "skipped"),
                    err=doc.status in ("failed", "skipped"))
     for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(escape_controls(f"note: {note}"), err=True)
     unchanged = sum(d.status == "unchanged" for d in report.documents)
     verb = "would index" if dry_run else ("indexed" if report.written else "up to date:")
-    click.echo(f"{verb} {report.passages} passages from "
-               f"{len(report.documents) - len(report.failures) - len(report.skipped)} documents "
+    click.echo(f"{verb} {report.passages} passages from {report.indexed_documents} documents "
                f"into {index_dir} "
                f"({unchanged} unchanged, {report.embedded} passages "
                f"{'to embed' if dry_run else 'embedded'}, "
@@ -160,7 +166,8 @@ def inspect(ctx, files, brief, as_json):
         try:
             report = inspect_file(f, f.name, declared_title(cfg.ingest.titles, f.resolve().as_posix()))
         except LoadError as e:
-            click.echo(click.style(f"{f}: cannot be read: {e}", fg="red"), err=True)
+            click.echo(click.style(escape_controls(f"{f}: cannot be read: {e}"), fg="red"),
+                       err=True)
             failed = True
             continue
         if as_json:
@@ -212,13 +219,20 @@ def _print_hits(query: str, hits: list[dict], full: bool) -> None:
               "[config: search.thesaurus].")
 @click.option("--full", is_flag=True, help="Print whole passages, not the first 240 characters.")
 @click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
-              "article, heading, text, ...}; with --queries one object a line: "
-              "{query, id, results}.")
+              "article, heading, text, ...} (score: the mode's, see above); with --queries "
+              "one object a line: {query, id, results}.")
 @server_option
 @click.pass_context
 def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
            as_json, server):
-    """Find the passages of the regulations that answer QUESTION."""
+    """Find the passages of the regulations that answer QUESTION.
+
+    The score shown is the mode's own: in hybrid mode (the default) the reciprocal
+    rank fusion of the dense and BM25 rankings (small numbers such as 0.03, comparable
+    only within one question), in dense mode the cosine similarity, in bm25 mode the
+    BM25 score. `rag ask --min-score` compares the best passage's dense (cosine)
+    similarity to the question, which only `--mode dense` shows as its score.
+    """
     if bool(question) == bool(queries_file):
         raise click.UsageError("give a QUESTION or --queries FILE (one of them)")
     if question is not None and not question.strip():

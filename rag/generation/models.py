@@ -21,6 +21,10 @@ def load_tokenizer(source: str, *, trust_remote_code: bool = False, what: str = 
                    **kwargs):
     from transformers import AutoTokenizer
 
+    from ingest.hub import offline_source
+
+    # A Hub that cannot be reached: the cached snapshot, or one line that says what to do.
+    source = offline_source(source, what) or source
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
                                                   **kwargs)
@@ -39,10 +43,13 @@ def load_causal_lm(name: str, *, device: str, dtype, trust_remote_code: bool = F
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from ingest.hub import offline_source
+
     hf_logging.disable_progress_bar()
+    source = offline_source(name, what) or name        # a Hub that cannot be reached
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, trust_remote_code=trust_remote_code,
+            source, dtype=dtype, trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
             device_map=device if device.startswith("cuda") else None)
     except OSError as e:
