@@ -181,7 +181,7 @@ def _cuts(norm: str, st: _State) -> list[int]:
                 continue
             # 「…をいう。）附則第二十六条」: after a 附則 that was not a heading, a reference.
             supp = re.search(r"附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?\s*$", before[-60:])
-            at = len(before) - len(before[-60:]) + supp.start() if supp else 0
+            at = offset + len(before) - len(before[-60:]) + supp.start() if supp else 0
             if at > 0 and at not in cuts:
                 continue
             try:

@@ -183,6 +183,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
 def _validate(cfg: Config, where: str) -> None:
     check_choices(cfg, where)
     ingest, search, gen, serve = cfg.ingest, cfg.search, cfg.generate, cfg.serve
+    if ingest.max_file_mb < 0:
+        raise ConfigError(f"{where}: [ingest] max_file_mb must be 0 (no limit) or more, not "
+                          f"{ingest.max_file_mb!r}")
     if search.bm25_weight < 0:
         raise ConfigError(f"{where}: bm25_weight must be 0 or more, not {search.bm25_weight!r}")
     for key, value in (("k", search.k), ("batch_size", ingest.batch_size)):

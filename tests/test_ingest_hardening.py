@@ -333,7 +333,7 @@ def test_an_unreachable_hub_is_one_line_within_seconds(small, tmp_path):
     assert line.startswith("Error: cannot load embedder 'nobody/not-cached-embedder': the "
                            "Hugging Face Hub (http://127.0.0.1:9) cannot be reached")
     assert "`rag models download`" in line and '"Offline use"' in line
-    code = ("from rag.models import load_tokenizer\n"
+    code = ("from rag.generation.models import load_tokenizer\n"
             "try:\n    load_tokenizer('nobody/not-cached-generator')\n"
             "except Exception as e:\n    print(type(e).__name__, e)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
