@@ -8,7 +8,7 @@ from __future__ import annotations
 import re as _re
 import unicodedata as _ud
 
-from ingest.japanese import NUMBER, nfkc, parse_number
+from ingest.japanese import citations, nfkc
 from ingest.passage import Passage
 
 from .questions import Gold
@@ -75,7 +75,6 @@ def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: 
 ABSTENTION_MARKERS = ("見当たりません", "定めがありません", "定めがなく", "規定はありません",
                       "規程にはありません", "回答できません", "わかりません", "分かりません",
                       "記載がありません", "定められていません")
-_CITATION = _re.compile(rf"(附則)?第({NUMBER})(条|項)(?:の({NUMBER}))?")
 
 
 def _chars(text: str) -> str:
@@ -149,17 +148,9 @@ def rouge_l(answer: str, reference: str) -> float:
 def cited_articles_in_answer(answer: str) -> list[tuple[str, str]]:
     """(the text just before, article label) for each citation in an answer:
     「学則第42条」, 「第四十二条」, 「附則第2条」, 「申合せ第3項」 (the numbered items of an
-    申合せ are labelled 第N項)."""
+    申合せ are labelled 第N項); 第42条第2項 is one citation of 第42条."""
     text = nfkc(answer)
-    out = []
-    for m in _CITATION.finditer(text):
-        unit = m.group(3)
-        label = f"第{parse_number(m.group(2))}{unit}" + (
-            f"の{parse_number(m.group(4))}" if m.group(4) else "")
-        if unit == "項" and _re.search(r"条$", text[:m.start()]):
-            continue                 # 第42条第2項: the 項 of an article, already counted
-        out.append((text[max(0, m.start() - 40):m.start()], ("附則" if m.group(1) else "") + label))
-    return out
+    return [(text[max(0, start - 40):start], label) for start, _, label in citations(text)]
 
 
 def _suffix_overlap(before: str, name: str) -> int:
