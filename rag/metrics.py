@@ -179,3 +179,59 @@ def citation_correct(answer: str, golds: list[Gold], titles: dict[str, str]) -> 
 def abstained(answer: str) -> bool:
     a = nfkc(answer)
     return any(nfkc(m) in a for m in ABSTENTION_MARKERS)
+
+
+# ----------------------------------------------------------------- citation precision
+#
+# ALCE-style, but deterministic: a citation is a 第N条 the answer mentions (resolved to
+# the regulation it names, if any) or one attached after the fact (which knows its
+# document). Precision: the share of citations that are gold articles (or, against the
+# context, articles the prompt carried); recall: the share of gold articles cited.
+
+def _citation_files(answer: str, titles: dict[str, str]) -> list[tuple[set[str] | None, str]]:
+    """(the files a mention may mean — None for any —, label) per citation of `answer`."""
+    names = {f: {nfkc(t), nfkc(f.rsplit(".", 1)[0])} for f, t in titles.items()}
+    out = []
+    for before, label in cited_articles_in_answer(answer):
+        scores = {f: max(_suffix_overlap(before, n) for n in ns) for f, ns in names.items()}
+        best = max(scores.values(), default=0)
+        out.append(({f for f, v in scores.items() if v == best} if best >= 2 else None, label))
+    return out
+
+
+def citation_scores(answer: str, golds: list[Gold], titles: dict[str, str],
+                    attached: list[tuple[str, str]] = (),
+                    context: list[tuple[str, str]] = ()) -> dict:
+    """Citation precision and recall of one answer.
+
+    `attached`: (file, article) citations the system added (post-hoc attribution);
+    `context`: the (file, article) pairs of the packed passages. Returns
+    citation_precision (cited that are gold), citation_recall (gold that are cited),
+    context_precision (cited that the prompt carried), context_recall (gold articles
+    in the context that are cited) and cited (how many distinct); a share
+    with nothing to count (no citation, no gold) is None rather than 0 or 1."""
+    cites = []
+    for c in _citation_files(answer, titles) + [({f}, a) for f, a in attached]:
+        # The same article cited twice counts once; so does a bare 第42条 after 学則第42条.
+        if c not in cites and not (c[0] is None and any(a == c[1] for _, a in cites)):
+            cites.append(c)
+    gold = {(g.file, g.article) for g in golds}
+
+    def hits(files: set[str] | None, label: str, pairs: set[tuple[str, str]]) -> set:
+        return {(f, a) for f, a in pairs if a == label and (files is None or f in files)}
+
+    ctx = set(context)
+    n = len(cites)
+    return {
+        "cited": n,
+        "citation_precision": sum(bool(hits(f, a, gold)) for f, a in cites) / n
+        if n and gold else None,
+        "citation_recall": len(set().union(*(hits(f, a, gold) for f, a in cites))) / len(gold)
+        if gold else None,
+        "context_precision": sum(bool(hits(f, a, ctx)) for f, a in cites) / n
+        if n and ctx else None,
+        # Of the gold articles the prompt did carry, the share cited: a citation miss,
+        # apart from a retrieval miss.
+        "context_recall": len(set().union(*(hits(f, a, gold & ctx) for f, a in cites)))
+        / len(gold & ctx) if gold & ctx else None,
+    }
