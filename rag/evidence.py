@@ -178,6 +178,10 @@ def _named(before: str, titles: set[str]) -> set[str]:
     return {t for t, v in scores.items() if v == best} if best >= 2 else set()
 
 
+# Text before 第N条 that names a regulation (「…履修規程」「…学則」「大学設置基準」).
+_REGULATION = re.compile(r"(規程|規則|学則|細則|申合せ|要項|要綱|内規|基準|法|令)$")
+
+
 def cited_passages(answer: str, sources: Sequence) -> set[str]:
     """Ids of the sources whose article the answer cites; a citation that names a
     regulation (「履修規程第9条」) counts only for that regulation's passages."""
@@ -185,7 +189,10 @@ def cited_passages(answer: str, sources: Sequence) -> set[str]:
     passages = [_passage(s) for s in sources]
     titles = {p.title for p in passages if p.title}
     for start, _, label in citations(text):
-        named = _named(text[max(0, start - 40):start], titles)
+        before = text[max(0, start - 40):start]
+        named = _named(before, titles)
+        if not named and _REGULATION.search(before):
+            continue            # 「履修規程第9条」 of a regulation none of the sources is
         out.update(p.id for p in passages
                    if p.article == label and (not named or p.title in named))
     return out
