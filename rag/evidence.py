@@ -206,15 +206,19 @@ def split_sources(answer: str, sources: Sequence, evidence: Sequence[Evidence]):
     return rests, [s for s in sources if _passage(s).id not in used]
 
 
-def posthoc_citations(answer: str, evidence: Sequence[Evidence]) -> list[dict]:
+def posthoc_citations(answer: str, evidence: Sequence[Evidence],
+                      relative: float = 0.85) -> list[dict]:
     """Citations to attach when the answer cites no article: one per article of the
-    evidence, in evidence order ({"source", "title", "article", "text": 学則第42条}).
-    Empty when the answer cites something itself, or no evidence has an article."""
-    if citations(answer):
+    evidence that scores at least `relative` of the best (a weaker supporting sentence
+    is shown, not cited), in evidence order ({"source", "title", "article", "text":
+    学則第42条}). Empty when the answer cites something itself, or no evidence has an
+    article."""
+    if citations(answer) or not evidence:
         return []
     out, seen = [], set()
+    best = max(e.score for e in evidence)
     for e in evidence:
-        if e.article and (e.source, e.article) not in seen:
+        if e.article and e.score >= relative * best and (e.source, e.article) not in seen:
             seen.add((e.source, e.article))
             out.append({"source": e.source, "title": e.title, "article": e.article,
                         "text": e.citation})

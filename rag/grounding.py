@@ -69,7 +69,8 @@ def _kanji_value(run: str) -> int:
 
 def normalise(text: str) -> tuple[str, list[int]]:
     """(normalised text, for each of its characters the index of the original character
-    it came from): NFKC, 元年 -> 1年, 漢数字 -> digits, 50,000 -> 50000, 5万 -> 50000."""
+    it came from): NFKC, no whitespace, 元年 -> 1年, 漢数字 -> digits, 50,000 -> 50000,
+    5万 -> 50000."""
     chars: list[tuple[str, int]] = [(d, i) for i, c in enumerate(text) for d in nfkc(c)]
 
     def sub(pattern: re.Pattern, repl) -> None:
@@ -85,6 +86,9 @@ def normalise(text: str) -> tuple[str, list[int]]:
         out.extend(chars[last:])
         chars[:] = out
 
+    # Japanese needs no spaces; extracted text has them inside numbers (「6 月30 日」,
+    # 「１ ６ 単 位」 from sites that space every character).
+    sub(re.compile(r"\s+"), lambda m: "")
     sub(re.compile(rf"(?<={_ERA})元(?=年)"), lambda m: "1")
     sub(re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))"), lambda m: "")
     # Digits mixed with 万/千 first: otherwise the 千 of 5千円 would read as a number itself.
@@ -113,7 +117,11 @@ def extract_claims(text: str) -> list[Claim]:
     norm, index = normalise(text)
     out = []
     for m in _CLAIM.finditer(norm):
-        if m.start() > 0 and norm[m.start() - 1] in "第.0123456789":
+        if m.start() > 0 and norm[m.start() - 1] in ".0123456789":
+            continue
+        # 第16条, 第2項, 第3号 are citations; 第3年次, 第2学期 are claims like 3年次.
+        if m.start() > 0 and norm[m.start() - 1] == "第" and norm[m.end():m.end() + 1] in (
+                "条", "項", "号", "章", "節", "款", "編", "の"):
             continue
         if m.group("date"):
             kind, value = "date", m.group("date")

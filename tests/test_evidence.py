@@ -57,6 +57,16 @@ def test_seed_question_rests_on_the_16_credit_item_of_article_42():
     assert citation_note([]) == ""
 
 
+def test_posthoc_citations_only_for_evidence_close_to_the_best():
+    from rag.evidence import Evidence
+    strong = Evidence("g42", "学則.txt", TITLE, "第42条", "第42条（除籍）", "…", 0, 1, 1.0)
+    close = Evidence("g28", "学則.txt", TITLE, "第28条", "第28条", "…", 0, 1, 0.9)
+    weak = Evidence("g8", "学則.txt", TITLE, "第8条", "第8条", "…", 0, 1, 0.6)
+    assert [c["article"] for c in posthoc_citations("除籍です。", [strong, close, weak])] == [
+        "第42条", "第28条"]
+    assert posthoc_citations("除籍です。", []) == []
+
+
 def test_sources_split_into_what_the_answer_rests_on_and_other_candidates():
     answer = "通算して4年までです（学則第２８条第２項）。"
     ev = select_evidence("休学は通算で何年までできますか", answer, SOURCES, k=1)

@@ -30,6 +30,14 @@ def test_claims_are_extracted_and_normalised(text, value, kind):
     assert answer[claim.start:claim.end] == text
 
 
+def test_spaced_numbers_and_numbered_years_are_claims():
+    # Extracted text spaces numbers (「6 月30 日」); 第3年次 is a year of study, not an article.
+    assert [(c.text, c.value) for c in extract_claims("前期分 6 月30 日まで、第3年次に進級")] == [
+        ("6 月30 日", "6月30日"), ("3年次", "年次:3")]
+    spaced = Passage("s", "s.txt", "要綱", "", "第5条", "", "", None, "前期分 6 月30 日まで")
+    assert check_numbers("6月30日までです。", [spaced]).grounded
+
+
 def test_article_numbers_words_and_list_markers_are_not_claims():
     assert extract_claims("学則第十六条第２項及び第3号によります。") == []
     assert extract_claims("一部の学生は千葉キャンパスに通う。1. まず申請する。") == []
