@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -71,27 +72,29 @@ class Vocabulary:
         return word in self.text
 
 
-def retrieval_signals(question: str, hits: Sequence,
-                      vocabulary: Vocabulary | None = None) -> Signals:
+def retrieval_signals(question: str, hits: Sequence, vocabulary: Vocabulary | None = None,
+                      thesaurus=None) -> Signals:
     """The signals available before generation, from the question and its hits
-    (rag/retrieve.Hit, or Sources/Passages with no similarity) and the index's
-    vocabulary (without one, unknown_words is 0)."""
+    (rag/retrieve.Hit, or Sources/Passages with no similarity), the index's vocabulary
+    (without one, unknown_words is 0) and the retriever's thesaurus (rag/thesaurus.py:
+    a student's 学費 is covered by the regulation's 授業料, as retrieval already knows)."""
     sims = sorted((h.dense_score for h in hits if getattr(h, "dense_score", None) is not None),
                   reverse=True)
     top = sims[0] if sims else 0.0
     terms = key_terms(question)
+    texts = [_passage(h).search_text() for h in hits]
     sent = psg = 0.0
     if terms:
-        for h in hits:
+        for h, text in zip(hits, texts):
             p = _passage(h)
-            psg = max(psg, len(terms & bigrams(p.search_text())) / len(terms))
+            psg = max(psg, len(terms & bigrams(text)) / len(terms))
             for start, end in sentence_spans(p):
                 sent = max(sent, len(terms & bigrams(p.text[start:end])) / len(terms))
-    words = key_words(question)
-    texts = [_passage(h).search_text() for h in hits]
-    in_passage = max((sum(w in t for w in words) / len(words) for t in texts), default=0.0) \
-        if words else 1.0
-    unknown = (sum(w not in vocabulary for w in words) / len(words)
+    # Each key word with the regulation terms the thesaurus gives for it.
+    words = [[w, *(thesaurus.terms_for(w) if thesaurus else ())] for w in key_words(question)]
+    in_passage = max((sum(any(a in t for a in alts) for alts in words) / len(words)
+                      for t in texts), default=0.0) if words else 1.0
+    unknown = (sum(not any(a in vocabulary for a in alts) for alts in words) / len(words)
                if words and vocabulary is not None else 0.0)
     return Signals(top, top - sims[1] if len(sims) > 1 else 0.0,
                    top - sum(sims[1:]) / (len(sims) - 1) if len(sims) > 1 else 0.0, sent, psg,
@@ -251,20 +254,27 @@ def rates(model: AbstentionModel, examples: Sequence[tuple[Signals, bool]]) -> d
 
 
 def cross_validate(examples: Sequence[tuple[Signals, bool]], folds: int = 5,
-                   **calibrate_args) -> dict:
+                   repeats: int = 1, **calibrate_args) -> dict:
     """Rates of models calibrated without the questions they decide: stratified folds
     (every fold-th question of each class), each fold decided by a model fitted on the
-    others."""
-    un = [e for e in examples if e[1]]
-    an = [e for e in examples if not e[1]]
+    others. With `repeats`, the folds are drawn again from seeded shuffles (the first in
+    the given order) and the decisions pooled: a dozen unanswerable questions make one
+    fold assignment a noisy figure."""
     decided = []
-    for f in range(folds):
-        test = un[f::folds] + an[f::folds]
-        train = [e for i, e in enumerate(un) if i % folds != f] + \
-                [e for i, e in enumerate(an) if i % folds != f]
-        model = calibrate(train, **calibrate_args)
-        decided += [(model.decide(s).abstain, u) for s, u in test]
+    for r in range(repeats):
+        order = list(examples)
+        if r:
+            random.Random(r).shuffle(order)
+        un = [e for e in order if e[1]]
+        an = [e for e in order if not e[1]]
+        for f in range(folds):
+            test = un[f::folds] + an[f::folds]
+            train = [e for i, e in enumerate(un) if i % folds != f] + \
+                    [e for i, e in enumerate(an) if i % folds != f]
+            model = calibrate(train, **calibrate_args)
+            decided += [(model.decide(s).abstain, u) for s, u in test]
     ab = [a for a, u in decided if u]
     fa = [a for a, u in decided if not u]
-    return {"folds": folds, "unanswerable": len(ab), "answerable": len(fa),
+    return {"folds": folds, "repeats": repeats, "unanswerable": len(ab) // repeats,
+            "answerable": len(fa) // repeats,
             "abstention": sum(ab) / len(ab), "false_abstention": sum(fa) / len(fa)}

@@ -57,6 +57,9 @@ def test_calibration_separates_and_keeps_false_abstention_within_the_limit():
     cv = cross_validate(ex, folds=5, max_false=0.10)
     assert (cv["unanswerable"], cv["answerable"]) == (10, 41)
     assert 0 <= cv["false_abstention"] <= 1 and cv["abstention"] >= 0.8
+    again = cross_validate(ex, folds=5, repeats=3, max_false=0.10)
+    assert (again["unanswerable"], again["answerable"], again["repeats"]) == (10, 41, 3)
+    assert again == cross_validate(ex, folds=5, repeats=3, max_false=0.10)   # seeded
 
 
 def test_calibration_needs_both_classes():

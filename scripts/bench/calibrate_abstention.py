@@ -10,7 +10,8 @@
 Each --set is a question set and the index its gold files are in; the old form
 `--index DIR QUESTIONS...` still works. For every question the retrieval signals are
 computed (no model runs). Reported, all measured on questions the model was not fitted on:
-  - cross-validated: stratified 5 and 10 folds over the index's questions pooled;
+  - cross-validated: stratified 5 and 10 folds over the index's questions pooled,
+    repeated over --repeats seeded fold assignments;
   - held-out sets: for each set, a model calibrated on the index's other sets decides it;
   - the old single threshold on top similarity (generate.min_score), for comparison,
     cross-validated the same way.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -36,24 +38,25 @@ from rag.retrieve import Retriever  # noqa: E402
 def collect(path: Path, retriever: Retriever, vocabulary: Vocabulary, k: int, mode: str):
     qs = load_questions(path)
     hits = retriever.search_many([q.question for q in qs], k=k, mode=mode)
-    return [(q, retrieval_signals(q.question, h, vocabulary), not q.gold)
+    return [(q, retrieval_signals(q.question, h, vocabulary, retriever.thesaurus), not q.gold)
             for q, h in zip(qs, hits)]
 
 
-def similarity_only(examples, max_false: float) -> dict:
-    """The old rule, cross-validated like the model: abstain below the similarity that
-    keeps false abstention on the training folds within max_false."""
-    def calib(train):
-        ans = sorted(s.top_similarity for s, u in train if not u)
-        return ans[int(max_false * 0.8 * len(ans))]       # the margin calibrate() uses
+def similarity_only(examples, max_false: float, repeats: int) -> dict:
+    """The old rule (generate.min_score), cross-validated on the same folds as the model:
+    abstain below the similarity that keeps false abstention on the training folds
+    within the share calibrate() aims at."""
     folds, decided = 5, []
-    un = [e for e in examples if e[1]]
-    an = [e for e in examples if not e[1]]
-    for f in range(folds):
-        train = [e for i, e in enumerate(un) if i % folds != f] + \
-                [e for i, e in enumerate(an) if i % folds != f]
-        t = calib(train)
-        decided += [(s.top_similarity < t, u) for s, u in un[f::folds] + an[f::folds]]
+    for r in range(repeats):
+        order = list(examples)
+        if r:
+            random.Random(r).shuffle(order)
+        un = [e for e in order if e[1]]
+        an = [e for e in order if not e[1]]
+        for f in range(folds):
+            ans = sorted(s.top_similarity for i, (s, _) in enumerate(an) if i % folds != f)
+            t = ans[int(max_false * 0.8 * len(ans))]
+            decided += [(s.top_similarity < t, u) for s, u in un[f::folds] + an[f::folds]]
     ab = [a for a, u in decided if u]
     fa = [a for a, u in decided if not u]
     return {"abstention": sum(ab) / len(ab), "false_abstention": sum(fa) / len(fa)}
@@ -71,6 +74,8 @@ def main() -> None:
     ap.add_argument("--save", action="store_true",
                     help="write each index's calibrated parameters to INDEX/abstention.json")
     ap.add_argument("--signals", type=Path, help="also write every question's signals (JSONL)")
+    ap.add_argument("--repeats", type=int, default=8,
+                    help="cross-validate over this many seeded fold assignments")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sets = [(Path(q), Path(i)) for q, i in args.set]
@@ -97,9 +102,9 @@ def main() -> None:
         names = [str(q) for q, i in sets if i == index]
         examples = [(s, u) for n in names for _, s, u in per_set[n]]
         r = {"embedder": retriever.info.name, "sets": names,
-             "cross_validated": {f"{folds}-fold": cross_validate(examples, folds, max_false=mf)
-                                 for folds in (5, 10)},
-             "similarity_only_cross_validated": similarity_only(examples, mf),
+             "cross_validated": {f"{folds}-fold x{args.repeats}": cross_validate(
+                 examples, folds, args.repeats, max_false=mf) for folds in (5, 10)},
+             "similarity_only_cross_validated": similarity_only(examples, mf, args.repeats),
              "held_out_sets": {}}
         for name in names:
             train = [(s, u) for n in names if n != name for _, s, u in per_set[n]]
@@ -125,14 +130,14 @@ def main() -> None:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return
     for index, r in report["indexes"].items():
-        cv = r["cross_validated"]["5-fold"]
+        cv = next(iter(r["cross_validated"].values()))
         print(f"{index} ({r['embedder']}, {args.mode} k={args.k}): {cv['answerable']} "
               f"answerable / {cv['unanswerable']} unanswerable questions")
         for name, c in r["cross_validated"].items():
             print(f"  model, {name} cross-validated: abstains on {c['abstention']:.0%} of "
                   f"unanswerable, {c['false_abstention']:.0%} of answerable")
         so = r["similarity_only_cross_validated"]
-        print(f"  similarity threshold alone, 5-fold: {so['abstention']:.0%} / "
+        print(f"  similarity threshold alone, 5-fold x{args.repeats}: {so['abstention']:.0%} / "
               f"{so['false_abstention']:.0%}")
         for name, h in r["held_out_sets"].items():
             print(f"  {name} held out (fitted on the index's other sets): "
