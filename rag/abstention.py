@@ -198,27 +198,23 @@ def fit(examples: Sequence[tuple[Signals, bool]], l2: float = 0.1, steps: int = 
         lr: float = 0.5) -> AbstentionModel:
     """Logistic regression on standardised features, classes weighted equally (a set has
     far fewer unanswerable questions), by full-batch gradient descent: deterministic."""
-    xs = [s.vector() for s, _ in examples]
-    ys = [1.0 if unanswerable else 0.0 for _, unanswerable in examples]
-    if not xs or len(set(ys)) < 2:
+    import numpy as np
+
+    x = np.array([s.vector() for s, _ in examples], dtype=np.float64).reshape(-1, len(FEATURES))
+    y = np.array([1.0 if unanswerable else 0.0 for _, unanswerable in examples])
+    if not len(y) or len(set(y.tolist())) < 2:
         raise ValueError("calibration needs answerable and unanswerable questions")
-    n, d = len(xs), len(FEATURES)
-    mean = [sum(x[j] for x in xs) / n for j in range(d)]
-    scale = [math.sqrt(sum((x[j] - mean[j]) ** 2 for x in xs) / n) or 1.0 for j in range(d)]
-    zs = [[(x[j] - mean[j]) / scale[j] for j in range(d)] for x in xs]
-    pos = sum(ys)
-    cw = {1.0: n / (2 * pos), 0.0: n / (2 * (n - pos))}
-    w, b = [0.0] * d, 0.0
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    n, pos = len(y), y.sum()
+    cw = np.where(y == 1, n / (2 * pos), n / (2 * (n - pos)))
+    w, b = np.zeros(len(FEATURES)), 0.0
     for _ in range(steps):
-        gw, gb = [l2 * wj for wj in w], 0.0
-        for z, y in zip(zs, ys):
-            err = cw[y] * (_sigmoid(b + sum(wj * zj for wj, zj in zip(w, z))) - y) / n
-            gb += err
-            for j in range(d):
-                gw[j] += err * z[j]
-        w = [wj - lr * g for wj, g in zip(w, gw)]
-        b -= lr * gb
-    return AbstentionModel(w, b, mean, scale)
+        err = cw * (1 / (1 + np.exp(-(z @ w + b))) - y) / n
+        w -= lr * (z.T @ err + l2 * w)
+        b -= lr * err.sum()
+    return AbstentionModel(w.tolist(), float(b), mean.tolist(), scale.tolist())
 
 
 def choose_threshold(model: AbstentionModel, examples: Sequence[tuple[Signals, bool]],
