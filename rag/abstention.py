@@ -145,12 +145,16 @@ class AbstentionModel:
 
     def decide(self, s: Signals) -> Decision:
         p = self.probability(s)
+        # Reasons are codes, for JSON and for a page to word: model_abstained (the answer
+        # says 定めが見当たりません), retrieval (the signals say not covered), ungrounded
+        # (a number not in the context tipped or joined that).
         reasons = []
         if s.model_abstained:
-            reasons.append("the model found no provision")
+            reasons.append("model_abstained")
         if p >= self.threshold:
-            reasons.append("retrieval does not cover the question's terms"
-                           + (" and a number is not in the context" if s.grounded is False else ""))
+            reasons.append("retrieval")
+            if s.grounded is False:
+                reasons.append("ungrounded")
         return Decision(bool(reasons), p, reasons)
 
     # ---------------------------------------------------------------- storage

@@ -73,12 +73,15 @@ def test_answer_time_signals_join_the_decision():
     assert not model.decide(covered).abstain
     # The model's own 「定めが見当たりません」 decides by itself.
     d = model.decide(answer_signals(covered, ABSTAIN_ANSWER))
-    assert d.abstain and d.reasons == ["the model found no provision"]
+    assert d.abstain and d.reasons == ["model_abstained"]
     # Failed grounding adds to the log-odds.
     ungrounded = answer_signals(covered, "20単位です", grounded=False)
     assert not ungrounded.model_abstained
     assert model.probability(ungrounded) > model.probability(covered)
     assert model.logit(ungrounded) - model.logit(covered) == pytest.approx(model.grounding_weight)
+    model.grounding_weight = 50.0          # failing grounding alone now tips it
+    assert model.decide(ungrounded).reasons == ["retrieval", "ungrounded"]
+    assert not model.decide(answer_signals(covered, "16単位", grounded=True)).abstain
 
 
 def test_parameters_round_trip_through_the_index_directory(tmp_path):
