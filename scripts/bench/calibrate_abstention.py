@@ -111,6 +111,10 @@ def main() -> None:
             if len({u for _, u in train}) == 2:
                 r["held_out_sets"][name] = rates(calibrate(train, max_false=mf),
                                                  [(s, u) for _, s, u in per_set[name]])
+        # The old single threshold, as before: for `[generate] min_score` where the
+        # calibrated model is not used.
+        ans = sorted(s.top_similarity for s, u in examples if not u)
+        r["min_score"] = round(ans[int(mf * len(ans))], 4) if ans else None
         model = calibrate(examples, max_false=mf)
         r["fitted_on_all"] = rates(model, examples)     # in-sample: for reference only
         r["weights"] = dict(zip(model.features, (round(w, 3) for w in model.weights)))
@@ -138,7 +142,7 @@ def main() -> None:
                   f"unanswerable, {c['false_abstention']:.0%} of answerable")
         so = r["similarity_only_cross_validated"]
         print(f"  similarity threshold alone, 5-fold x{args.repeats}: {so['abstention']:.0%} / "
-              f"{so['false_abstention']:.0%}")
+              f"{so['false_abstention']:.0%}  (min_score = {r['min_score']} on all questions)")
         for name, h in r["held_out_sets"].items():
             print(f"  {name} held out (fitted on the index's other sets): "
                   f"{h['abstention']:.0%} of {h['unanswerable']} unanswerable, "
