@@ -91,3 +91,31 @@ def looks_japanese(text: str) -> float:
         return 0.0
     jp = sum(1 for c in text if "\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff")
     return jp / len(text)
+
+
+# An article citation as written in text: 第42条, 第四十二条, 第１５条の２, 附則第2条, and
+# the numbered items of a 申合せ (第3項). 第42条第2項 is a citation of 第42条 (its 項 is
+# part of the same citation, not a second one), so the pattern swallows it.
+_LABEL = rf"(附則)?第\s*({NUMBER})\s*(条|項)((?:\s*の\s*(?:{NUMBER}))*)"
+CITATION = re.compile(_LABEL + rf"(?:\s*第\s*(?:{NUMBER})\s*[項号])*")
+_BRANCH = re.compile(rf"の\s*({NUMBER})")
+
+
+def _citation_label(m: re.Match) -> str:
+    branches = "".join(f"の{parse_number(b)}" for b in _BRANCH.findall(m.group(4) or ""))
+    return (m.group(1) or "") + f"第{parse_number(m.group(2))}{m.group(3)}{branches}"
+
+
+def citations(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, canonical label) of each article citation in `text`, the offsets into
+    nfkc(text): 「学則第四十二条第2項」 -> 第42条, 「第１５条の２」 -> 第15条の2."""
+    return [(m.start(), m.end(), _citation_label(m)) for m in CITATION.finditer(nfkc(text))]
+
+
+def canonical_label(label: str) -> str:
+    """An article label as the splitter writes it: 第五条 -> 第5条, 第４２条 -> 第42条,
+    附則第二条 -> 附則第2条, 第十五条の二 -> 第15条の2. A label of any other shape (附則,
+    第42条第2項, prose) comes back NFKC-normalised and without spaces."""
+    text = "".join(nfkc(label).split())
+    m = re.fullmatch(_LABEL, text)
+    return _citation_label(m) if m else text

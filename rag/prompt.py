@@ -10,6 +10,7 @@ the same content as system + user messages through `apply_chat_template`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,17 @@ INSTRUCTION_NO_CONTEXT = "あなたは大学の規程に詳しい職員です。
 # fine-tuning examples whose context lacks the answer.
 ABSTAIN_ANSWER = ("お尋ねの内容について、登録されている規程には定めが見当たりません。"
                   "担当窓口に確認してください。")
+# Phrases by which an answer says the regulations do not cover the question: the
+# model's own abstention (rag.abstention) and what evaluation counts as abstaining.
+ABSTENTION_MARKERS = ("見当たりません", "定めがありません", "定めがなく", "規定はありません",
+                      "規程にはありません", "回答できません", "わかりません", "分かりません",
+                      "記載がありません", "定められていません")
+
+
+def abstained(answer: str) -> bool:
+    """Whether the answer says the regulations do not cover the question."""
+    a = unicodedata.normalize("NFKC", answer)
+    return any(unicodedata.normalize("NFKC", m) in a for m in ABSTENTION_MARKERS)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re as _re
 import unicodedata as _ud
 
-from ingest.japanese import NUMBER, nfkc, parse_number
+from ingest.japanese import citations, nfkc
 from ingest.passage import Passage
 
+from ..prompt import abstained  # noqa: F401  (evaluation counts what the core recognises)
 from .questions import Gold
 
 
@@ -72,10 +73,6 @@ def retrieval_summary(results: list[list[Passage]], golds: list[list[Gold]], k: 
 # after NFKC, with whitespace and punctuation removed (「１６単位。」 == "16単位").
 
 # Phrases a system uses when the regulations do not cover a question.
-ABSTENTION_MARKERS = ("見当たりません", "定めがありません", "定めがなく", "規定はありません",
-                      "規程にはありません", "回答できません", "わかりません", "分かりません",
-                      "記載がありません", "定められていません")
-_CITATION = _re.compile(rf"(附則)?第({NUMBER})(条|項)(?:の({NUMBER}))?")
 
 
 def _chars(text: str) -> str:
@@ -149,17 +146,9 @@ def rouge_l(answer: str, reference: str) -> float:
 def cited_articles_in_answer(answer: str) -> list[tuple[str, str]]:
     """(the text just before, article label) for each citation in an answer:
     「学則第42条」, 「第四十二条」, 「附則第2条」, 「申合せ第3項」 (the numbered items of an
-    申合せ are labelled 第N項)."""
+    申合せ are labelled 第N項); 第42条第2項 is one citation of 第42条."""
     text = nfkc(answer)
-    out = []
-    for m in _CITATION.finditer(text):
-        unit = m.group(3)
-        label = f"第{parse_number(m.group(2))}{unit}" + (
-            f"の{parse_number(m.group(4))}" if m.group(4) else "")
-        if unit == "項" and _re.search(r"条$", text[:m.start()]):
-            continue                 # 第42条第2項: the 項 of an article, already counted
-        out.append((text[max(0, m.start() - 40):m.start()], ("附則" if m.group(1) else "") + label))
-    return out
+    return [(text[max(0, start - 40):start], label) for start, _, label in citations(text)]
 
 
 def _suffix_overlap(before: str, name: str) -> int:
@@ -185,6 +174,57 @@ def citation_correct(answer: str, golds: list[Gold], titles: dict[str, str]) -> 
     return False
 
 
-def abstained(answer: str) -> bool:
-    a = nfkc(answer)
-    return any(nfkc(m) in a for m in ABSTENTION_MARKERS)
+# ----------------------------------------------------------------- citation precision
+#
+# ALCE-style, but deterministic: a citation is a 第N条 the answer mentions (resolved to
+# the regulation it names, if any) or one attached after the fact (which knows its
+# document). Precision: the share of citations that are gold articles (or, against the
+# context, articles the prompt carried); recall: the share of gold articles cited.
+
+def _citation_files(answer: str, titles: dict[str, str]) -> list[tuple[set[str] | None, str]]:
+    """(the files a mention may mean — None for any —, label) per citation of `answer`."""
+    names = {f: {nfkc(t), nfkc(f.rsplit(".", 1)[0])} for f, t in titles.items()}
+    out = []
+    for before, label in cited_articles_in_answer(answer):
+        scores = {f: max(_suffix_overlap(before, n) for n in ns) for f, ns in names.items()}
+        best = max(scores.values(), default=0)
+        out.append(({f for f, v in scores.items() if v == best} if best >= 2 else None, label))
+    return out
+
+
+def citation_scores(answer: str, golds: list[Gold], titles: dict[str, str],
+                    attached: list[tuple[str, str]] = (),
+                    context: list[tuple[str, str]] = ()) -> dict:
+    """Citation precision and recall of one answer.
+
+    `attached`: (file, article) citations the system added (post-hoc attribution);
+    `context`: the (file, article) pairs of the packed passages. Returns
+    citation_precision (cited that are gold), citation_recall (gold that are cited),
+    context_precision (cited that the prompt carried), context_recall (gold articles
+    in the context that are cited) and cited (how many distinct); a share
+    with nothing to count (no citation, no gold) is None rather than 0 or 1."""
+    cites = []
+    for c in _citation_files(answer, titles) + [({f}, a) for f, a in attached]:
+        # The same article cited twice counts once; so does a bare 第42条 after 学則第42条.
+        if c not in cites and not (c[0] is None and any(a == c[1] for _, a in cites)):
+            cites.append(c)
+    gold = {(g.file, g.article) for g in golds}
+
+    def hits(files: set[str] | None, label: str, pairs: set[tuple[str, str]]) -> set:
+        return {(f, a) for f, a in pairs if a == label and (files is None or f in files)}
+
+    ctx = set(context)
+    n = len(cites)
+    return {
+        "cited": n,
+        "citation_precision": sum(bool(hits(f, a, gold)) for f, a in cites) / n
+        if n and gold else None,
+        "citation_recall": len(set().union(*(hits(f, a, gold) for f, a in cites))) / len(gold)
+        if gold else None,
+        "context_precision": sum(bool(hits(f, a, ctx)) for f, a in cites) / n
+        if n and ctx else None,
+        # Of the gold articles the prompt did carry, the share cited: a citation miss,
+        # apart from a retrieval miss.
+        "context_recall": len(set().union(*(hits(f, a, gold & ctx) for f, a in cites)))
+        / len(gold & ctx) if gold & ctx else None,
+    }

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.errors import RagError
+from ingest.japanese import canonical_label
 
 TYPES = ("lookup", "paraphrase", "reasoning", "multi", "unanswerable")
 
@@ -75,7 +75,8 @@ def load_questions(path: str | Path) -> list[Question]:
                     g.get("article"), str) or not g["file"] or not g["article"]:
                 raise QuestionSetError(f"{where}: gold[{i}] needs 'file' and 'article' strings, "
                                        '{"file": "学則.txt", "article": "第42条"}')
-            gold.append(Gold(g["file"], g["article"]))
+            # As written in the document (第五条, 第４２条) is the splitter's 第5条, 第42条.
+            gold.append(Gold(g["file"], canonical_label(g["article"])))
         must = obj.get("must_include") or []
         if not isinstance(must, list) or not all(isinstance(m, str) for m in must):
             raise QuestionSetError(f"{where}: field 'must_include' must be a list of strings")
@@ -99,8 +100,6 @@ def check_gold(questions: list[Question], passages, path: str | Path) -> None:
 
 def _gold_hint(g: Gold, have: set[tuple[str, str]]) -> str:
     """What the gold entry probably meant: 第４２条 -> 第42条, corpus/学則.txt -> 学則.txt."""
-    from ingest.japanese import NUMBER, article_label, nfkc, parse_number
-
     sources = {s for s, _ in have}
     file = g.file
     if file not in sources:
@@ -111,11 +110,7 @@ def _gold_hint(g: Gold, have: set[tuple[str, str]]) -> str:
         else:
             return ("; files are named by their path relative to the ingested folder, e.g. "
                     + ", ".join(sorted(sources)[:3]))
-    article = nfkc(g.article).replace(" ", "")
-    m = re.fullmatch(rf"(附則)?第({NUMBER})条(?:の({NUMBER}))?", article)
-    if m:
-        article = (m.group(1) or "") + article_label(
-            parse_number(m.group(2)), parse_number(m.group(3)) if m.group(3) else None)
+    article = canonical_label(g.article)
     if (file, article) in have and (file, article) != (g.file, g.article):
         return f'; did you mean {{"file": "{file}", "article": "{article}"}}?'
     labels = sorted(a for s, a in have if s == file and a)[:5]
