@@ -39,15 +39,46 @@ class Answer:
     retrieval: bool
     prompt: str = ""
     timings: dict = field(default_factory=dict)
+    # What rag.trust's finisher adds (left empty by an Answerer without it):
+    evidence: list = field(default_factory=list)          # rag.evidence.Evidence, best first
+    rests_on: set[str] | None = None         # passage ids the answer cites or quotes
+    citations_attached: list[dict] = field(default_factory=list)   # post-hoc (in `text` too)
+    grounding: object | None = None          # rag.grounding.Grounding
+    needs_check: bool = False                # 要確認: a number of the text is in no passage
+    abstention: dict | None = None           # the calibrated decision, when the index has one
+    strict_replaced: bool = False            # --strict-grounding replaced the text by a quote
 
     def to_json(self) -> dict:
+        sources = sources_json(self.sources)
+        for s in sources:
+            s["rests_on"] = self.rests_on is not None and s["id"] in self.rests_on
         return {
             "question": self.question, "answer": self.text, "abstained": self.abstained,
             "retrieval": self.retrieval,
-            "sources": sources_json(self.sources),
+            "sources": sources,
+            "evidence": [e.to_json() for e in self.evidence],
+            "citations_attached": self.citations_attached,
+            "grounding": self.grounding.to_json() if self.grounding is not None else None,
+            "needs_check": self.needs_check,
+            "abstention": self.abstention,
+            "strict_replaced": self.strict_replaced,
             "timings": {k: round(v, 3) if isinstance(v, float) else v
                         for k, v in self.timings.items()},
         }
+
+
+# The fields an answer's JSON carries beyond text and sources (rag.trust): the server
+# adds them to /v1 responses as its "rag" object.
+TRUST_FIELDS = ("evidence", "citations_attached", "grounding", "needs_check", "abstention",
+                "strict_replaced")
+
+
+def unstreamed(streamed: str, final: str) -> str:
+    """What a reader who was streamed `streamed` still needs of the finished `final`:
+    the rest when it continues the streamed text (an appended citation note), all of it
+    after a blank line when it replaced it, "" when it is the same."""
+    core = streamed.strip()
+    return final[len(core):] if final.startswith(core) else "\n\n" + final
 
 
 @dataclass
@@ -63,6 +94,13 @@ class Prepared:
     options: GenerationOptions
     timings: dict = field(default_factory=dict)
     history: list[Turn] = field(default_factory=list)
+    check: object | None = None    # rag.trust.PreCheck: signals and decision before generation
+
+    @property
+    def hold(self) -> bool:
+        """The text may be replaced when it is finished (--strict-grounding, or a decision
+        failed grounding could tip): stream it only whole, at the end."""
+        return bool(getattr(self.check, "hold", False))
 
 
 # A step of `Answerer.finish` after the Answer is built: (answer, prepared) -> answer.
@@ -74,19 +112,22 @@ class Answerer:
 
     `finishers`: steps run in order on every finished Answer, abstentions included (the
     place for evidence, citation and number checks): each takes (answer, prepared) and
-    returns the answer, changed or not."""
+    returns the answer, changed or not. `precheck(question, hits, retriever)`: run after
+    retrieval, before the prompt is built (rag.trust.Trust.before); a PreCheck whose
+    decision abstains means nothing is generated."""
 
     def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
                  mode: str = "hybrid", min_score: float | None = None,
                  options: GenerationOptions = GenerationOptions(),
                  follow_references: bool = True, context_tokens: int | None = None,
-                 finishers: Sequence[Finisher] = ()):
+                 finishers: Sequence[Finisher] = (), precheck: Callable | None = None):
         self.generator, self.retriever = generator, retriever
         self.k, self.mode, self.min_score = k, mode, min_score
         self.options = options
         self.follow_references = follow_references
         self.context_tokens = context_tokens
         self.finishers = list(finishers)
+        self.precheck = precheck
 
     def using(self, retriever) -> "Answerer":
         """The same answerer over another retriever (the server's live index)."""
@@ -167,11 +208,12 @@ class Answerer:
 
     def prepare(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
                 hits=None, max_new_tokens: int | None = None,
-                timings: dict | None = None) -> Prepared:
+                timings: dict | None = None, judge: bool = True) -> Prepared:
         """History fitted to the window, retrieval (unless `hits` are given: a batch
         retrieved together), packing, the abstention decision and the prompt.
         `max_new_tokens` caps this answer below the configured length (a server
-        request's); `timings` are what the caller measured before (the server's wait)."""
+        request's); `timings` are what the caller measured before (the server's wait).
+        `judge=False` skips the calibrated decision (evaluation's oracle context)."""
         if not question.strip():
             raise AnswerError("the question is empty")
         timings = {"model_load_s": self.generator.load_s, **(timings or {})}
@@ -181,7 +223,13 @@ class Answerer:
                 raise AnswerError("retrieval needs an index")
             hits, timings["retrieval_ms"] = self.retrieve(question, history)
         started = time.perf_counter()
-        prompt, sources, abstained = self.decide(question, hits, history, retrieval=retrieval)
+        check = self.precheck(question, hits if retrieval else None, self.retriever) \
+            if self.precheck and judge else None
+        if retrieval and getattr(getattr(check, "decision", None), "abstain", False):
+            prompt, sources, abstained = "", [Source(h.passage, h.score) for h in hits], True
+        else:
+            prompt, sources, abstained = self.decide(question, hits, history,
+                                                     retrieval=retrieval)
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
         if not abstained:
             timings["prompt_tokens"] = self.generator.count_tokens(prompt)
@@ -189,7 +237,7 @@ class Answerer:
         if max_new_tokens is not None and max_new_tokens != options.max_new_tokens:
             options = GenerationOptions(max_new_tokens, options.temperature)
         return Prepared(question, prompt, sources, abstained, retrieval, options, timings,
-                        history)
+                        history, check)
 
     def finish(self, prepared: Prepared, gen: Generation | None, **timings) -> Answer:
         """The Answer of a prepared question and its generation (None when it abstained):
@@ -215,20 +263,38 @@ class Answerer:
 
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,
             on_text: Callable[[str], None] | None = None) -> Answer:
+        """`on_text` is given the text as it is generated, then what the finishers changed
+        (`unstreamed`); an answer that may be replaced (`Prepared.hold`) comes whole at
+        the end."""
         prepared = self.prepare(question, history, retrieval=retrieval)
         if prepared.abstained:
             if on_text:
                 on_text(ABSTAIN_ANSWER)
-            return self.finish(prepared, None)
-        gen = self.generator.generate(prepared.prompt, prepared.options, on_text=on_text)
-        return self.finish(prepared, gen)
+            answer = self.finish(prepared, None)
+            if on_text and (rest := unstreamed(ABSTAIN_ANSWER, answer.text)):
+                on_text(rest)
+            return answer
+        streamed: list[str] = []
 
-    def answer_batch(self, questions: list[str], hits: list | None = None) -> list[Answer]:
+        def relay(text: str):
+            streamed.append(text)
+            return on_text(text)
+
+        sink = relay if on_text and not prepared.hold else None
+        gen = self.generator.generate(prepared.prompt, prepared.options, on_text=sink)
+        answer = self.finish(prepared, gen)
+        if on_text and (rest := unstreamed("".join(streamed), answer.text)):
+            on_text(rest)
+        return answer
+
+    def answer_batch(self, questions: list[str], hits: list | None = None, *,
+                     judge: bool = True) -> list[Answer]:
         """Answers for many questions at once (evaluation): the same decision as `ask`
         for each, the prompts generated together (greedy). `hits`: each question's
-        retrieved passages, or None to answer without retrieval."""
+        retrieved passages, or None to answer without retrieval; `judge=False`: no
+        calibrated abstention decision (the oracle's gold context)."""
         retrieval = hits is not None
-        prepared = [self.prepare(q, retrieval=retrieval, hits=h)
+        prepared = [self.prepare(q, retrieval=retrieval, hits=h, judge=judge)
                     for q, h in zip(questions, hits or [None] * len(questions))]
         prompts = [p.prompt for p in prepared if not p.abstained]
         options = GenerationOptions(self.options.max_new_tokens)      # greedy

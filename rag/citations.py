@@ -9,7 +9,7 @@
   the lists below write it.
 - `grounds_heading(abstained)`, `citation_parts(source_json)`: the lines `rag ask` prints
   under an answer and the OpenAI endpoint appends to its text (「根拠:」, then
-  `[n] title label  source p.N`).
+  `[n] title label  source p.N`; the sources an answer rests on, then その他の候補).
 """
 from __future__ import annotations
 
@@ -58,11 +58,27 @@ def citation_parts(citation: dict, n: int) -> tuple[str, str, str, str]:
 
 
 def grounds_text(sources: list[dict], abstained: bool) -> list[str]:
-    """The grounds as plain lines (the heading, then one line a source)."""
+    """The grounds as plain lines (the heading, then one line a source). When some
+    sources are marked `rests_on` (rag/trust.py), those are the grounds and the others
+    follow on one line as その他の候補."""
     if not sources:
         return []
+    rests = [s for s in sources if s.get("rests_on")] if not abstained else []
+    shown = rests or sources
     lines = [grounds_heading(abstained)]
-    for i, s in enumerate(sources, start=1):
-        n, cite, via, where = citation_parts(s, i)
+    for i, s in enumerate(shown, start=1):
+        n, cite, via, where = citation_parts(s, s.get("n", i) if rests else i)
         lines.append(f"{n} {cite}{via}  {where}")
+    if rests and len(rests) < len(sources):
+        lines.append(OTHERS_HEADING + " " + "、".join(
+            other(s) for s in sources if not s.get("rests_on")))
     return lines
+
+
+OTHERS_HEADING = "その他の候補:"
+
+
+def other(source: dict) -> str:
+    """A candidate the answer does not rest on, briefly: `[n] title label`."""
+    n, cite, via, _ = citation_parts(source, source.get("n", 0))
+    return f"{n} {cite}{via}"

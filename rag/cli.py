@@ -61,7 +61,7 @@ def _register() -> None:
     from .commands import answer, evaluation, index, models, serve, slurm
 
     for command in (index.ingest, index.search, index.inspect, answer.ask, answer.chat,
-                    evaluation.eval, slurm.slurm, models.models, serve.serve,
+                    evaluation.eval, evaluation.calibrate, slurm.slurm, models.models, serve.serve,
                     serve.feedback):
         cli.add_command(command)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):

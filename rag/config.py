@@ -91,7 +91,11 @@ class GenerateSection:
     allow_pickle: bool = setting(False, help=(
         "Load pickled .bin weights (torch.load, weights only) when there are no safetensors."))
     min_score: float | None = setting(None, help=(
-        "Abstain when the best passage's dense similarity is below this."))
+        "Abstain when the best passage's dense similarity is below this (an index with a "
+        "calibrated abstention.json, `rag calibrate`, is decided by that as well)."))
+    strict_grounding: bool = setting(False, help=(
+        "Replace an answer whose numbers, dates or amounts are in none of the passages by "
+        "the deciding clause, quoted (rag ask/chat --strict-grounding; the server too)."))
     device: str | None = setting(None, help="Device of the generator (default: automatic).")
     backend: str = setting("auto", choices=BACKENDS, help=(
         "transformers, ctranslate2 (a directory made by `rag models export --to ct2`), "

@@ -49,6 +49,7 @@ class AnswerOptions:
     temperature: float | None = None
     min_score: float | None = None
     context_tokens: int | None = None
+    strict_grounding: bool | None = None
 
 
 def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None = None, *,
@@ -185,12 +186,17 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     one between its variants) + generator -> Answerer. Without retrieval the Answerer
     has no retriever (the server lends it its live index's, per request)."""
     from .answer import Answerer
+    from .trust import Trust
 
     options = generation_options(cfg, answer)
     mode = pick(answer.mode, cfg.search.mode)
     if retriever is None and retrieval:
         retriever = build_retriever(cfg, answer.index_dir, mode)
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
+    # Evidence, citations, the numeric check and the index's calibrated abstention decision
+    # (INDEX/abstention.json) on every answer (rag/trust.py).
+    trust = Trust(strict_grounding=pick(answer.strict_grounding, cfg.generate.strict_grounding))
     return Answerer(generator, retriever, k=pick(answer.k, cfg.search.k), mode=mode,
                     min_score=pick(answer.min_score, cfg.generate.min_score), options=options,
-                    context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens))
+                    context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens),
+                    finishers=[trust], precheck=trust.before)

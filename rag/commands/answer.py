@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..citations import citation_parts, grounds_heading
+from ..citations import OTHERS_HEADING, citation_parts, grounds_heading, other
 from ..config import DTYPES, MODES
 from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
@@ -49,16 +49,22 @@ def generation_options(f):
         click.option("--strict", is_flag=True, help="Refuse an adapter (or an export of "
                      "one) trained on another prompt layout than this version renders, "
                      "instead of warning."),
+        click.option("--strict-grounding/--no-strict-grounding", default=None,
+                     help="Replace an answer with a number, date or amount that none of the "
+                     "passages has by the deciding clause, quoted (the answer is then shown "
+                     "when finished, not streamed) [config: generate.strict_grounding; "
+                     "default off: such an answer is marked 要確認]."),
     ]
 
     @functools.wraps(f)
     def collect(*args, index_dir, k, mode, model, adapter, no_adapter, max_new_tokens,
                 context_tokens, temperature, min_score, device, dtype, allow_pickle,
-                trust_remote_code, strict, **kw):
+                trust_remote_code, strict, strict_grounding, **kw):
         return f(*args, model_options=ModelOptions(model, adapter, no_adapter, device, dtype,
                                                    allow_pickle, trust_remote_code, strict),
                  answer_options=AnswerOptions(index_dir, k, mode, max_new_tokens, temperature,
-                                              min_score, context_tokens), **kw)
+                                              min_score, context_tokens, strict_grounding),
+                 **kw)
 
     for opt in reversed(opts):
         collect = opt(collect)
@@ -66,18 +72,49 @@ def generation_options(f):
 
 
 def _print_sources(answer) -> None:
-    print_sources(answer.to_json()["sources"], answer.abstained)
+    print_answer_notes(answer.to_json())
 
 
-def print_sources(sources: list[dict], abstained: bool) -> None:
+def print_answer_notes(answer: dict) -> None:
+    """What `rag ask` prints under an answer, from its JSON form (a local answer's, or a
+    server's): the grounds it rests on with their quoted sentences (根拠), 要確認 with
+    the numbers no passage has and the deciding clause, then the other candidates
+    (その他の候補). An answer that rests on no source lists every source as before."""
+    sources, abstained = answer.get("sources") or [], bool(answer.get("abstained"))
+    rests = [s for s in sources if s.get("rests_on")]
+    if abstained or not rests:
+        print_sources(sources, abstained)
+    else:
+        quotes: dict[str, list[str]] = {}
+        for e in answer.get("evidence") or []:
+            quotes.setdefault(e["passage_id"], []).append(e["quote"])
+        print_sources(rests, False, quotes)
+    grounding = answer.get("grounding") or {}
+    if answer.get("needs_check") and grounding.get("unsupported"):
+        numbers = "、".join(f"「{c['text']}」" for c in grounding["unsupported"])
+        click.echo(click.style("要確認:", bold=True, fg="yellow")
+                   + f" 回答の {numbers} は条文に見当たりません。")
+        clause = grounding.get("clause")
+        if clause:
+            click.echo(f"    「{clause['quote']}」 {clause['title']}{clause['label']}")
+    if rests and not abstained and len(rests) < len(sources):
+        others = [other(s) for s in sources if not s.get("rests_on")]
+        click.echo(click.style(OTHERS_HEADING + " " + "、".join(others), dim=True))
+
+
+def print_sources(sources: list[dict], abstained: bool,
+                  quotes: dict[str, list[str]] | None = None) -> None:
     """The grounds as `rag ask` lists them (rag.citations), from the JSON form of its
-    sources (a local answer's, or a server's)."""
+    sources; `quotes`: the evidence sentences of each source (by passage id), shown
+    under it."""
     if not sources:
         return
     click.echo(click.style(grounds_heading(abstained), bold=True))
     for i, s in enumerate(sources, start=1):
-        n, cite, via, where = citation_parts(s, i)
+        n, cite, via, where = citation_parts(s, s.get("n", i) if quotes is not None else i)
         click.echo(f"{n} {click.style(cite, fg='cyan')}{via}  {click.style(where, dim=True)}")
+        for q in (quotes or {}).get(s.get("id"), []):
+            click.echo(f"    「{q}」")
 
 
 def _timing_line(timings: dict) -> str:
@@ -121,7 +158,9 @@ def _ignored_with_server(ctx, names: list[str]) -> None:
               "(for comparison).")
 @click.option("--show-context", is_flag=True, help="Print the prompt given to the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print {question, answer, abstained, "
-              "sources: [{n, source, article, score, ...}], timings} instead of streaming.")
+              "sources: [{n, source, article, score, rests_on, ...}], evidence, "
+              "citations_attached, grounding, needs_check, abstention, strict_replaced, "
+              "timings} instead of streaming.")
 @server_option
 @click.pass_context
 def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json,
@@ -138,7 +177,7 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
         _ignored_with_server(ctx, ["index_dir", "k", "mode", "model", "adapter", "no_adapter",
                                    "temperature", "min_score", "device", "dtype",
                                    "allow_pickle", "trust_remote_code", "show_context",
-                                   "context_tokens", "strict"])
+                                   "context_tokens", "strict", "strict_grounding"])
         _ask_server(server, cfg.api_token, question, answer_options.max_new_tokens,
                     not no_retrieval, as_json)
         return
@@ -176,7 +215,7 @@ def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int 
     answer = client.ask_stream(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
                                on_text=lambda t: click.echo(t, nl=False))
     click.echo()
-    print_sources(answer.get("sources") or [], bool(answer.get("abstained")))
+    print_answer_notes(answer)
     timings = dict(answer.get("timings") or {})
     click.echo(click.style(_timing_line(timings) + f" via {client.url}", dim=True), err=True)
 
@@ -188,9 +227,10 @@ def chat(ctx, model_options, answer_options):
     """Talk with the model about the regulations; it is loaded once.
 
     \b
-    Follow-up questions are searched together with the previous question.
-    Commands: /sources (grounds of the last answer), /reset (forget the
-    conversation), /quit (or Ctrl-D).
+    Follow-up questions are searched together with the previous question. Under
+    each answer: the sentences it rests on (根拠), numbers to check (要確認) and
+    the other candidates. Commands: /sources (grounds of the last answer), /reset
+    (forget the conversation), /quit (or Ctrl-D).
     """
     from ..prompt import Turn
     from ..errors import RagError
@@ -231,6 +271,7 @@ def chat(ctx, model_options, answer_options):
             click.echo(click.style("\n(中断しました)", dim=True))
             continue
         click.echo()
+        print_answer_notes(last.to_json())
         history.append(Turn(line, last.text))
 
 

@@ -7,10 +7,12 @@ import csv
 import json
 from pathlib import Path
 
-CONDITIONS = ("none", "bm25", "dense", "hybrid")
+CONDITIONS = ("none", "bm25", "dense", "hybrid", "oracle")
 RETRIEVAL_METRICS = ("hit@1", "hit@k", "mrr", "recall@k")
 ANSWER_METRICS = ("must_include", "char_f1", "rouge_l", "citation", "abstention",
-                  "false_abstention")
+                  "false_abstention", "citation_precision", "citation_recall",
+                  "context_precision", "context_recall", "grounded", "grounding_fired",
+                  "posthoc_cited")
 METRIC_DOCS = {
     "hit@1": "the first retrieved passage is a gold article (answerable questions)",
     "hit@k": "a gold article is among the k retrieved passages",
@@ -26,6 +28,18 @@ METRIC_DOCS = {
     "abstention": "the answer says the regulations do not cover it; unanswerable questions",
     "false_abstention": "the answer abstains although the regulations answer it; answerable "
                         "questions",
+    "citation_precision": "share of the answer's citations (第N条 it mentions, and those "
+                          "attached after it) that are gold articles; answers citing something",
+    "citation_recall": "share of the gold articles the answer cites (mentioned or attached); "
+                       "answered, answerable questions",
+    "context_precision": "share of the answer's citations that are articles the prompt carried",
+    "context_recall": "share of the gold articles in the prompt that the answer cites",
+    "grounded": "every number, date, duration and amount of the answer is in a packed "
+                "passage or the question; generated answers (abstentions not counted)",
+    "grounding_fired": "1 - grounded: the answer is marked 要確認 (or, with strict "
+                       "grounding, replaced by the quoted clause)",
+    "posthoc_cited": "the model cited nothing and the system attached citations from the "
+                     "evidence",
 }
 
 
@@ -82,7 +96,8 @@ def write_files(out: Path, rows: list[dict], meta: dict) -> dict:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     cols = ["variant", "condition", "id", "type", "answerable", *RETRIEVAL_METRICS,
-            *ANSWER_METRICS, "question", "answer", "reference", "sources", "retrieved",
+            *ANSWER_METRICS, "needs_check", "strict_replaced", "abstained", "question",
+            "answer", "reference", "evidence", "citations_attached", "sources", "retrieved",
             "generated_tokens", "latency_ms", "prompt_tokens", "first_token_ms",
             "prefill_tokens_per_s", "decode_tokens_per_s"]
     with path.open("w", encoding="utf-8", newline="") as fh:
@@ -90,9 +105,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writeheader()
         for r in rows:
             flat = dict(r)
-            for key in ("sources", "retrieved"):
+            for key in ("sources", "retrieved", "citations_attached"):
                 if key in flat:
                     flat[key] = " ".join(f"{x['source']}#{x['article']}" for x in flat[key])
+            if "evidence" in flat:
+                flat["evidence"] = " | ".join(f"{e['source']}#{e['article']} 「{e['quote']}」"
+                                              for e in flat["evidence"])
             w.writerow(flat)
 
 

@@ -1,7 +1,10 @@
 """`rag eval`: one question set, answered per condition, scored, reported.
 
-Conditions: `none` (the model alone) and the retrieval modes `bm25`, `dense`,
-`hybrid`. Rows are appended to results.jsonl as they are produced, so an
+Conditions: `none` (the model alone), the retrieval modes `bm25`, `dense`,
+`hybrid`, and `oracle` (only the gold articles as context, no abstention decision: the
+generation-only upper bound; an unanswerable question has no gold, so no context, and
+abstains). Each answer row also carries its evidence, grounding, attached citations
+and citation precision/recall (rag/trust.py, rag.evaluation.metrics). Rows are appended to results.jsonl as they are produced, so an
 interrupted run continues where it stopped; `--shard i/n` takes every n-th
 question and `merge` combines shard directories into the report a single run
 would have written. report.md, results.csv, summary.json and chart.png are
@@ -42,6 +45,7 @@ class EvalSettings:
     shard: tuple[int, int] = (0, 1)
     model: str | None = None          # the generator (recorded; None when retrieval only)
     overwrite: bool = False           # start over in an --out that holds another run
+    limit: int | None = None          # this many questions, spread evenly over the set
 
     def __post_init__(self):
         if not self.conditions:
@@ -57,6 +61,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise EvalError(f"--shard {text}: need 0 <= i < n")
     return i, n
+
+
+def limit(questions: list[Question], n: int | None) -> list[Question]:
+    """`n` questions spread evenly over the set (so its mix of types stays), in order;
+    all of them when `n` is None or not smaller."""
+    if n is None or n >= len(questions):
+        return questions
+    if n < 1:
+        raise EvalError("--limit must be at least 1")
+    return [questions[i * len(questions) // n] for i in range(n)]
 
 
 def variant_names(adapters: list[str | None]) -> list[str]:
@@ -89,7 +103,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
     questions = load_questions(questions_path)
     bad = [c for c in settings.conditions if c not in CONDITIONS]
     if bad:
-        raise EvalError(f"unknown condition(s) {', '.join(bad)} (none, bm25, dense, hybrid)")
+        raise EvalError(f"unknown condition(s) {', '.join(bad)} ({', '.join(CONDITIONS)})")
     needs_index = settings.retrieval_only or any(c != "none" for c in settings.conditions)
     if needs_index and retriever is None:
         raise EvalError("these conditions need an index (--index)")
@@ -98,6 +112,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
     if len(set(settings.conditions)) != len(settings.conditions):
         raise EvalError("a condition is given twice")
     variants = variant_names(settings.adapters)
+    questions = limit(questions, settings.limit)
     i, n = settings.shard
     questions = [q for pos, q in enumerate(questions) if pos % n == i]
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +130,8 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
     ident = {k: meta.get(k) for k in ("model", "index_generation", "embedder")}
     with results.open("a", encoding="utf-8") as sink:
         if settings.retrieval_only:
-            modes = [c for c in settings.conditions if c != "none"] or ["bm25", "dense", "hybrid"]
+            modes = [c for c in settings.conditions if c not in ("none", "oracle")] or [
+                "bm25", "dense", "hybrid"]
             for mode in modes:
                 todo = [q for q in questions if ("retrieval", mode, q.id) not in done]
                 hits = retriever.search_many([q.question for q in todo], k=settings.k,
@@ -152,9 +168,13 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
                   settings: EvalSettings) -> list[dict]:
     started = time.perf_counter()
     retrieval = condition != "none"
-    hits = (retriever.search_many([q.question for q in batch], k=settings.k, mode=condition)
-            if retrieval else None)
-    answers = answerer.answer_batch([q.question for q in batch], hits)
+    if condition == "oracle":
+        hits = [oracle_hits(q, retriever) for q in batch]
+    else:
+        hits = (retriever.search_many([q.question for q in batch], k=settings.k,
+                                      mode=condition) if retrieval else None)
+    answers = answerer.answer_batch([q.question for q in batch], hits,
+                                    judge=condition != "oracle")
     elapsed_ms = (time.perf_counter() - started) * 1000
     # The batch's prompts are read in one prefill: its rate is the batch's tokens over it.
     prefill_ms = next((a.timings["first_token_ms"] for a in answers
@@ -163,18 +183,59 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
                     / (prefill_ms / 1000)) if prefill_ms else None
     rows = []
     for i, (q, a) in enumerate(zip(batch, answers)):
-        row = _retrieval_row(q, variant, condition, hits[i], settings.k) if retrieval else \
-            _base_row(q, variant, condition)
+        if condition == "oracle":
+            row = {**_base_row(q, variant, condition),
+                   "retrieved": [h.passage.citation() for h in hits[i]]}
+        elif retrieval:
+            row = _retrieval_row(q, variant, condition, hits[i], settings.k)
+        else:
+            row = _base_row(q, variant, condition)
+        prepared_abstained = not a.timings.get("prompt_tokens") and a.abstained
         row.update(
             question=q.question, reference=q.answer, answer=a.text,
-            retrieval_abstained=a.abstained,
+            retrieval_abstained=prepared_abstained, abstained=a.abstained,
             sources=[s.to_json() for s in a.sources],
             generated_tokens=a.timings.get("generated_tokens", 0),
             latency_ms=round(elapsed_ms / len(batch), 1),
             **_speed(a.timings, prefill_rate))
         row.update(_answer_scores(q, a.text, retriever))
+        row.update(_trust_fields(q, a, retriever))
         rows.append(row)
     return rows
+
+
+def oracle_hits(q: Question, retriever) -> list:
+    """The gold articles (every passage of each) as hits: the oracle's only context."""
+    from ..retrieval.retriever import Hit
+
+    passages = [p for g in q.gold for p in retriever.article(g.file, g.article)]
+    return [Hit(rank, 1.0, p) for rank, p in enumerate(passages, start=1)]
+
+
+def _trust_fields(q: Question, a, retriever) -> dict:
+    """What rag/trust.py found in the answer (absent for an answerer without it), and
+    the citations scored: the 第N条 the answer mentions and those attached after it,
+    against the gold articles and against the packed context (metrics.citation_scores)."""
+    from ..evidence import citation_note
+
+    if a.grounding is None:
+        return {}
+    row = {"evidence": [e.to_json() for e in a.evidence],
+           "citations_attached": a.citations_attached,
+           "needs_check": float(a.needs_check), "strict_replaced": a.strict_replaced,
+           "abstention_decision": a.abstention}
+    if a.abstained:
+        return row
+    row["grounded"] = float(a.grounding.grounded)
+    row["grounding_fired"] = float(not a.grounding.grounded)
+    row["posthoc_cited"] = float(bool(a.citations_attached))
+    titles = retriever.titles() if retriever is not None else {}
+    text = a.text.removesuffix(citation_note(a.citations_attached))
+    scores = metrics.citation_scores(
+        text, q.gold, titles, [(c["source"], c["article"]) for c in a.citations_attached],
+        [(s.passage.source, s.passage.article) for s in a.sources])
+    row.update({k: v for k, v in scores.items() if v is not None})
+    return row
 
 
 def _speed(t: dict, prefill_rate: float | None) -> dict:
@@ -222,7 +283,7 @@ def _meta(questions_path: Path, retriever, settings: EvalSettings) -> dict:
     meta = {"questions": str(questions_path), "questions_sha256": digest, "k": settings.k,
             "max_new_tokens": settings.max_new_tokens,
             "context_tokens": settings.context_tokens, "batch_size": settings.batch_size,
-            "shard": list(settings.shard),
+            "shard": list(settings.shard), "limit": settings.limit,
             "model": None if settings.retrieval_only else settings.model,
             "adapters": [] if settings.retrieval_only else list(settings.adapters)}
     if retriever is not None:

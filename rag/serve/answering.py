@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ingest.errors import RagError
 
-from ..answer import Answerer, Prepared
+from ..answer import Answerer, Prepared, unstreamed
 from ..generation.base import Generation, GenerationOptions, Generator
 from ..prompt import ABSTAIN_ANSWER, Turn
 from .live_index import LiveIndex
@@ -103,6 +103,7 @@ class Run:
         self._events: asyncio.Queue = asyncio.Queue()
         self.job: Job | None = None
         self.generation: Generation | None = None
+        self.streamed = ""          # the text handed on so far (none while held back)
 
     def start(self) -> "Run":
         """Queue the prompt (503 when the queue is full). An abstention needs no model."""
@@ -150,7 +151,9 @@ class Run:
                         raise ApiError(499, "the client closed the request")
                     continue
                 if kind == "token":
-                    yield value
+                    if not self.prepared.hold:      # may be replaced: given whole at the end
+                        self.streamed += value
+                        yield value
                 elif kind == "error":
                     log.error("generation failed: %s", value)
                     raise ApiError(500, "generation failed; the server log has the reason")
@@ -162,6 +165,11 @@ class Run:
                     return
         finally:
             self.cancel()             # a no-op when it finished; stops it otherwise
+
+    def rest(self, answer: dict) -> str:
+        """The finished text a streaming reader has not had yet (rag.answer.unstreamed):
+        a post-hoc citation note, or the whole answer when it was held back."""
+        return unstreamed(self.streamed, answer["answer"])
 
     def answer(self) -> dict:
         """The finished answer as `rag ask --json` prints it, plus id and generation."""

@@ -145,6 +145,8 @@ async def _ask_events(run: Run, state: ServerState):
             yield sse("token", {"text": text})
         answer = run.answer()
         state.recent.add(answer)
+        if rest := run.rest(answer):
+            yield sse("token", {"text": rest})
         yield sse("sources", {"abstained": answer["abstained"], "sources": answer["sources"]})
         yield sse("done", answer)
     except ApiError as e:

@@ -4,7 +4,8 @@ front-ends and bots that speak OpenAI's API ask the regulations unchanged.
 The last user message is the question; earlier user/assistant pairs are the history
 (searched with it, as in `rag chat`); system messages are ignored (the prompt is the
 project's own). The answer text ends with the cited articles, and a `sources` field
-beside `choices` carries them as /api/ask does.
+beside `choices` carries them as /api/ask does; a `rag` field carries the answer's
+evidence, grounding, 要確認, abstention decision and attached citations (rag/trust.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 
 from fastapi import FastAPI, Request
 
+from ..answer import TRUST_FIELDS
 from ..citations import grounds_text
 from ..prompt import Turn
 from .answering import ApiError, Run
@@ -56,7 +58,13 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens},
                 "sources": answer["sources"], "abstained": answer["abstained"],
-                "index_generation": answer["index_generation"]}
+                "index_generation": answer["index_generation"], "rag": trust(answer)}
+
+
+def trust(answer: dict) -> dict:
+    """The answer's evidence, checks and abstention decision (rag/trust.py), as /api/ask
+    gives them, for clients that read past OpenAI's fields."""
+    return {k: answer.get(k) for k in TRUST_FIELDS}
 
 
 def _completion_id(run: Run) -> str:
@@ -124,10 +132,13 @@ async def _chunks(run: Run, state: ServerState, created: int):
             yield chunk({"content": text})
         answer = run.answer()
         state.recent.add(answer)
+        if rest := run.rest(answer):
+            yield chunk({"content": rest})
         if tail := grounds(answer):
             yield chunk({"content": tail})
         yield chunk({}, finish_reason(answer, run), sources=answer["sources"],
-                    abstained=answer["abstained"], index_generation=answer["index_generation"])
+                    abstained=answer["abstained"], index_generation=answer["index_generation"],
+                    rag=trust(answer))
     except ApiError as e:
         yield f"data: {json.dumps({'error': {'message': e.message, 'code': e.status}})}\n\n"
     except Exception:  # noqa: BLE001 - the stream has started: say it in the stream
