@@ -306,3 +306,130 @@ def test_default_conditions_depend_on_the_mode_and_never_override_a_choice():
     assert EvalSettings(retrieval_only=True).conditions == ["bm25", "dense", "hybrid"]
     assert EvalSettings(conditions=["none", "hybrid"], retrieval_only=True).conditions == [
         "none", "hybrid"]
+
+
+# ------------------------------------------------------------- issue 20: trust and oracle
+
+@pytest.fixture(scope="module")
+def trusted_factory(tiny_generator, retriever):
+    """The answerer every command builds (rag.factory): with rag/trust.py's finisher."""
+    from rag.answer import Answerer
+    from rag.generation.base import GenerationOptions
+    from rag.generation.hf import TransformersGenerator
+    from rag.trust import Trust
+    cache = {}
+
+    def make(adapter):
+        if adapter not in cache:
+            trust = Trust()
+            cache[adapter] = Answerer(TransformersGenerator(str(tiny_generator), adapter=adapter),
+                                      retriever, options=GenerationOptions(12),
+                                      finishers=[trust], precheck=trust.before)
+        return cache[adapter]
+    return make
+
+
+def test_oracle_limit_and_per_question_trust_fields(small_set, tmp_path, retriever,
+                                                    trusted_factory):
+    out = tmp_path / "out"
+    settings = EvalSettings(conditions=["hybrid", "oracle"], batch_size=4, max_new_tokens=12,
+                            limit=4)
+    summary = run(small_set, out, settings, retriever=retriever, make_answerer=trusted_factory)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text("utf-8").splitlines()]
+    # --limit 4 of 8: spread over the set, so an unanswerable question is among them.
+    assert len(rows) == 2 * 4 and summary["settings"]["limit"] == 4
+    qs = load_questions(small_set)
+    assert sorted({r["id"] for r in rows}) == sorted(q.id for q in qs[::2])
+    assert any(not r["answerable"] for r in rows)
+    by = {(r["condition"], r["id"]): r for r in rows}
+    for q in qs[::2]:
+        oracle = by[("oracle", q.id)]
+        if q.gold:                       # the gold articles, and nothing else, as context
+            assert {(s["source"], s["article"]) for s in oracle["sources"]} == {
+                (g.file, g.article) for g in q.gold}
+            assert not oracle["retrieval_abstained"] and "hit@1" not in oracle
+        else:                            # no gold: no context, an abstention
+            assert oracle["retrieval_abstained"] and oracle["abstention"] == 1.0
+    for r in rows:
+        assert {"evidence", "citations_attached", "needs_check", "strict_replaced"} <= set(r)
+        if not r["abstained"]:
+            assert {"grounded", "grounding_fired", "posthoc_cited"} <= set(r)
+            if r["answerable"]:
+                assert "citation_recall" in r
+    m = summary["metrics"]["base/oracle"]
+    assert {"grounded", "grounding_fired", "posthoc_cited", "citation_recall"} <= set(m)
+    report = (out / "report.md").read_text("utf-8")
+    assert "base/oracle" in report and "grounding_fired" in report and "posthoc_cited" in report
+    import csv
+    with (out / "results.csv").open(encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    assert {"citation_precision", "citation_recall", "context_precision", "context_recall",
+            "grounded", "evidence"} <= set(row)
+
+
+def test_fixed_answers_score_citations_and_post_hoc_attachment(retriever):
+    """An answer without a citation gets its article attached, which citation recall
+    counts; one citing a wrong article has precision 0."""
+    from rag.answer import Answer
+    from rag.context import Source
+    from rag.evaluation.run import _trust_fields
+    from rag.evaluation.questions import Question
+    from rag.trust import Trust
+
+    p42 = next(p for p in retriever.passages if p.source == "学則.txt" and p.article == "第42条")
+    q = Question("q", "一の学年度に修得した単位数が少ないと除籍されますか", gold=[Gold("学則.txt", "第42条")])
+    a = Trust()(Answer(q.question, "一の学年度で16単位に満たないと除籍されます。", [Source(p42, 1.0)],
+                       False, True), _NoCheck())
+    row = _trust_fields(q, a, retriever)
+    assert row["posthoc_cited"] == 1.0 and row["grounded"] == 1.0
+    assert row["citation_precision"] == 1.0 and row["citation_recall"] == 1.0
+    a = Trust()(Answer(q.question, "16単位に満たないと除籍されます（学則第8条）。", [Source(p42, 1.0)],
+                       False, True), _NoCheck())
+    row = _trust_fields(q, a, retriever)
+    assert row["posthoc_cited"] == 0.0 and row["citation_precision"] == 0.0
+    assert row["context_precision"] == 0.0 and row["citation_recall"] == 0.0
+
+
+class _NoCheck:
+    check = None
+
+
+def test_limit_spreads_and_unknown_conditions_are_named(tmp_path):
+    from rag.evaluation.run import limit
+    assert limit(list(range(10)), 4) == [0, 2, 5, 7]
+    assert limit(list(range(3)), 5) == [0, 1, 2] and limit(list(range(3)), None) == [0, 1, 2]
+    with pytest.raises(EvalError, match="oracle"):
+        run(CORPUS / "questions.jsonl", tmp_path / "out", EvalSettings(conditions=["nope"]))
+
+
+def test_calibrate_stores_the_decision_that_answering_then_uses(tmp_path, corpus_index,
+                                                                 tiny_generator):
+    import shutil
+    from rag.abstention import load_for_index
+    from rag.cli import cli
+    from rag.factory import AnswerOptions, ModelOptions, build_answerer
+    from rag.config import Config
+
+    index = tmp_path / "idx"
+    shutil.copytree(corpus_index, index)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["calibrate", str(CORPUS / "questions.jsonl"), "--index", str(index),
+                            "--dry-run"], obj={})
+    assert r.exit_code == 0, r.output
+    assert "cross-validated" in r.output and load_for_index(index) is None
+    r = runner.invoke(cli, ["calibrate", str(CORPUS / "questions.jsonl"), "--index", str(index),
+                            "--json"], obj={})
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    model = load_for_index(index)
+    assert model is not None and report["saved"] == str(index / "abstention.json")
+    assert model.meta["questions"] == [str(CORPUS / "questions.jsonl")]
+    # Every answering command's Answerer decides with it before generating.
+    answerer = build_answerer(Config(index=str(index)), ModelOptions(model=str(tiny_generator)),
+                              AnswerOptions(max_new_tokens=4))
+    qs = load_questions(CORPUS / "questions.jsonl")
+    answers = [answerer.ask(q.question) for q in qs]
+    decided = [a.abstention for a in answers]
+    assert all(d is not None and set(d) == {"abstain", "probability", "reasons"} for d in decided)
+    flagged = [a for a in answers if a.abstention["abstain"]]
+    assert flagged and all(a.abstained for a in flagged)

@@ -83,7 +83,9 @@ def test_ask_json_is_rag_ask_json_plus_id(served):
     status, answer = _ask(served)
     assert status == 200
     assert set(answer) == {"question", "answer", "abstained", "retrieval", "sources", "timings",
-                           "id", "index_generation", "model", "adapter"}
+                           "id", "index_generation", "model", "adapter", "evidence",
+                           "citations_attached", "grounding", "needs_check", "abstention",
+                           "strict_replaced"}
     assert answer["question"] == QUESTION and answer["retrieval"] and not answer["abstained"]
     assert answer["index_generation"] == served.engine.index.generation
     assert answer["timings"]["generated_tokens"] <= 8 and answer["timings"]["retrieval_ms"] > 0
@@ -91,10 +93,14 @@ def test_ask_json_is_rag_ask_json_plus_id(served):
         assert answer["timings"][key] is not None
     source = answer["sources"][0]
     assert {"n", "source", "title", "article", "caption", "paragraph", "page", "score",
-            "cross_reference_from", "label", "text", "id"} <= set(source) and source["n"] == 1
+            "cross_reference_from", "label", "text", "id", "rests_on"} <= set(source) and \
+        source["n"] == 1
     # The same answer `rag ask` gives: greedy, through the same answering path.
+    from rag.trust import Trust
     retriever, _ = served.engine.index.current()
-    local = Answerer(served.engine.generator, retriever, options=GenerationOptions(8)).ask(QUESTION)
+    trust = Trust()
+    local = Answerer(served.engine.generator, retriever, options=GenerationOptions(8),
+                     finishers=[trust], precheck=trust.before).ask(QUESTION)
     assert answer["answer"] == local.text
     assert [s["id"] for s in answer["sources"]] == [s.passage.id for s in local.sources]
 

@@ -56,6 +56,12 @@ class SayGenerator:
     def generate_batch(self, prompts, options):
         return [self.generate(p, options) for p in prompts]
 
+    def stream_batch(self, prompts, options, on_text=None, cancelled=None):     # the server
+        return [self.generate(p, options, cb) for p, cb in zip(prompts, on_text or [None] * 9)]
+
+    def cancel(self):
+        pass
+
 
 class FixedRetriever:
     """Hits over three fixed passages; `index_dir` where abstention.json may lie."""
@@ -221,3 +227,43 @@ def test_ask_prints_evidence_checks_and_strict_grounding(corpus_index, say):
     say("一の学年度で16単位に満たないと除籍されます。")
     r = _run("ask", q, "--index", corpus_index)
     assert r.exit_code == 0 and "要確認" not in r.output
+
+
+def test_the_server_streams_the_note_last_holds_a_strict_answer_and_fills_v1(
+        corpus_index, say, tmp_path):
+    from rag.config import Config, GenerateSection
+    from rag.factory import AnswerOptions, ModelOptions
+    from rag.serve.app import create_app
+    from rag.serve.loader import WorkerOptions, build_engine
+    from rag.serve.state import ServeSettings
+    from serve_client import EventStream, LiveServer, request
+
+    q = "一の学年度に修得した単位数が少ないと除籍されますか"
+    for strict in (False, True):
+        say("一の学年度の単位数が16単位に満たないと除籍されます。" if not strict
+            else "一の学年度の単位数が10単位に満たないと除籍されます。")
+        cfg = Config(index=str(corpus_index), generate=GenerateSection(strict_grounding=strict))
+        app = create_app(ServeSettings(rate_per_minute=0, timeout_s=30,
+                                       feedback_db=str(tmp_path / f"f{strict}.sqlite3")),
+                         lambda: build_engine(cfg, ModelOptions(), AnswerOptions(),
+                                              WorkerOptions()))
+        server = LiveServer(app).start()
+        try:
+            events = list(EventStream(server.port, "/api/ask", {"question": q, "stream": True}))
+            tokens = [d["text"] for k, d in events if k == "token"]
+            done = events[-1][1]
+            assert "".join(tokens) == done["answer"] and CONTRACT <= set(done)
+            if strict:
+                assert done["strict_replaced"] and tokens == [done["answer"]]
+            else:
+                assert done["citations_attached"] and tokens[-1] == \
+                    f"（根拠: {done['citations_attached'][0]['text']}）"
+            status, out = request(server.url + "/v1/chat/completions",
+                                  {"messages": [{"role": "user", "content": q}]})
+            assert status == 200
+            assert set(out["rag"]) == {"evidence", "citations_attached", "grounding",
+                                       "needs_check", "abstention", "strict_replaced"}
+            assert out["rag"]["strict_replaced"] is strict and out["rag"]["evidence"]
+            assert any(s["rests_on"] for s in out["sources"])
+        finally:
+            server.stop()
