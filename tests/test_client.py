@@ -29,9 +29,12 @@ def served(tiny_generator, corpus_index, tmp_path_factory):
     from rag.generation.base import GenerationOptions
     from rag.generation.hf import TransformersGenerator
     from rag.retrieval.retriever import Retriever
+    from rag.trust import Trust
 
+    trust = Trust()                  # as rag.factory builds every command's Answerer
     answerer = Answerer(TransformersGenerator(str(tiny_generator), device="cpu"),
-                        Retriever(corpus_index), options=GenerationOptions(CAP))
+                        Retriever(corpus_index), options=GenerationOptions(CAP),
+                        finishers=[trust], precheck=trust.before)
     with contract_server(answerer, tmp_path_factory.mktemp("contract")) as (url, app):
         yield url, app
 
