@@ -140,6 +140,27 @@ class ServeSection:
         "Requests a client may send at once before the per-minute rate applies."))
     feedback_db: str = setting("feedback/feedback.sqlite3", env="RAG_FEEDBACK_DB", help=(
         "SQLite file of the students' ratings (`rag feedback export`)."))
+    forwarded_allow_ips: list[str] = setting(factory=list, env="RAG_FORWARDED_ALLOW_IPS", help=(
+        "Addresses (or networks such as 10.0.0.0/8) of reverse proxies whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed; the client address of the rate "
+        "limits is then the proxy's client's. Default: none (a header names no one)."))
+    allowed_hosts: list[str] = setting(factory=list, env="RAG_ALLOWED_HOSTS", help=(
+        "Host header values served (name without port; \".example.ac.jp\" takes its "
+        "subdomains too, \"*\" any); others get 400 (DNS rebinding). Default: localhost, "
+        "127.0.0.1 and ::1 when bound to a loopback address, else any."))
+    auth_failures_per_minute: int = setting(5, help=(
+        "Wrong bearer tokens an address may send a minute; past them every request from it "
+        "gets 429 until the minute has refilled."))
+    header_timeout_s: float = setting(10.0, help=(
+        "Seconds a connection may take to send a request's line and headers (it is closed "
+        "after)."))
+    body_timeout_s: float = setting(30.0, help=(
+        "Seconds a request may take to send its body (408 after, and the connection closes)."))
+    keep_alive_s: float = setting(5.0, help=(
+        "Seconds an idle keep-alive connection stays open between requests."))
+    model_name: str | None = setting(None, help=(
+        "The model's name in /v1 answers and /v1/models (default: the model's Hugging Face "
+        "id, or its directory's name for a local path)."))
 
 
 @dataclass
@@ -197,6 +218,10 @@ def _validate(cfg: Config, where: str) -> None:
                 "rate_burst"):
         if getattr(serve, key) < 1:
             raise ConfigError(f"{where}: [serve] {key} must be a positive integer")
+    if min(serve.header_timeout_s, serve.body_timeout_s, serve.keep_alive_s) <= 0 or \
+            serve.auth_failures_per_minute < 1:
+        raise ConfigError(f"{where}: [serve] header_timeout_s, body_timeout_s and keep_alive_s "
+                          "must be more than 0, auth_failures_per_minute at least 1")
     if serve.batch_wait_ms < 0 or serve.timeout_s <= 0 or serve.rate_per_minute < 0:
         raise ConfigError(f"{where}: [serve] batch_wait_ms and rate_per_minute must be 0 or "
                           "more, timeout_s more than 0")

@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException
 
 from ..config import MODES
 from .answering import ApiError, Engine, Run
-from .guard import Guard
+from .feedback import AlreadyRated, FeedbackNotSaved
+from .guard import Guard, error_json
 from .openai import add_openai_routes
 from .requests import (bool_field, event_stream, finish, int_field, question_field, read_json,
                        sse, start_run)
@@ -37,6 +38,8 @@ def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
         threading.Thread(target=state.load, name="rag-load", daemon=True).start()
         yield
         if state.engine is not None:
+            if state.engine.index is not None:
+                await run_in_threadpool(state.engine.index.stop)
             await run_in_threadpool(state.engine.worker.stop)
 
     app = FastAPI(title="rag serve", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -54,12 +57,13 @@ def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        return JSONResponse({"error": e.message}, e.status, headers=e.headers)
+        return JSONResponse(error_json(request.url.path, e.status, e.message, e.param),
+                            e.status, headers=e.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
-        return JSONResponse({"error": str(e.detail)}, e.status_code,
-                            headers=getattr(e, "headers", None))
+        return JSONResponse(error_json(request.url.path, e.status_code, str(e.detail)),
+                            e.status_code, headers=getattr(e, "headers", None))
 
     # Any other exception: rag.serve.guard answers 500 (with the security headers).
 
@@ -74,6 +78,9 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
     @app.get("/readyz")
     async def readyz():
         engine = state.ready()
+        problem = engine.index.problem() if engine.index else None
+        if problem:
+            raise ApiError(503, f"not ready: {problem}", {"Retry-After": "5"})
         return {"status": "ready",
                 "index_generation": engine.index.generation if engine.index else None,
                 "model": engine.generator.name, "adapter": engine.generator.adapter,
@@ -91,8 +98,11 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
                      mode: str | None = None):
         """k and mode, when not given, are the server's [search] settings."""
         question = question_field(q, settings, "q")
-        if k is not None and (not k.isdigit() or not 1 <= int(k) <= 50):
-            raise ApiError(400, "field 'k' must be an integer from 1 to 50")
+        # isdecimal() alone takes 「²」 and 「٣」, which int() refuses; 5,000 digits are
+        # past int()'s limit: only 1 to 2 ASCII digits are a k.
+        if k is not None and not (k.isascii() and k.isdecimal() and len(k) <= 2
+                                  and 1 <= int(k) <= 50):
+            raise ApiError(400, "field 'k' must be an integer from 1 to 50", param="k")
         if mode is not None and mode not in MODES:
             raise ApiError(400, f"field 'mode' must be one of {', '.join(MODES)}")
         engine = state.ready()
@@ -131,7 +141,18 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         answer = state.recent.get(answer_id.removeprefix("chatcmpl-"))
         if answer is None:
             raise ApiError(404, "unknown answer id (the server keeps its recent answers)")
-        await run_in_threadpool(state.feedback.record, answer, rating, comment.strip())
+        try:
+            await run_in_threadpool(state.feedback.record, answer, rating, comment.strip())
+        except AlreadyRated:
+            raise ApiError(409, "this answer is already rated; the first rating and comment "
+                           "are kept") from None
+        except FeedbackNotSaved as e:
+            log.error("feedback not saved: %s", e)
+            if e.full:
+                raise ApiError(507, "the rating could not be saved: the server's disk is "
+                               "full (the staff have been told in the server log)") from None
+            raise ApiError(503, "the rating could not be saved just now; try again shortly",
+                           {"Retry-After": "5"}) from None
         return {"ok": True}
 
     @app.get("/favicon.ico")
