@@ -66,6 +66,9 @@ def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_siz
 
     \b
     When RAG_API_TOKEN is set, /api and /v1 need `Authorization: Bearer <token>`.
+    Bound to loopback, only Host: localhost/127.0.0.1/::1 is answered (--allowed-hosts
+    names others); behind a reverse proxy, --forwarded-allow-ips names it so the rate
+    limits count its clients (X-Forwarded-For is ignored otherwise).
     """
     import uvicorn
 

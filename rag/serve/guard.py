@@ -63,6 +63,8 @@ class TokenBuckets:
             return 0.0
         now = time.monotonic()
         with self._lock:
+            if not take and client not in self._buckets:
+                return 0.0                                 # a full bucket: nothing to keep
             tokens, at = self._buckets.pop(client, (float(self.burst), now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate

@@ -13,12 +13,13 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(bind_host: str) -> bool:
-    if bind_host in ("localhost", ""):
-        return bind_host == "localhost"
+    """Whether `bind_host` (rag serve's --host) is reachable from this machine only."""
+    if bind_host == "localhost" or bind_host.endswith(".localhost"):
+        return True
     try:
         return ipaddress.ip_address(bind_host.strip("[]")).is_loopback
     except ValueError:
-        return bind_host.endswith(".localhost")
+        return False                     # "" or a name: all interfaces, or unknown
 
 
 def effective_allowed_hosts(configured, bind_host: str) -> tuple[str, ...]:

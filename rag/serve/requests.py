@@ -42,6 +42,8 @@ async def read_json(request: Request, limit: int) -> dict:
 def _depth(raw: bytes) -> int:
     """How deep brackets nest in `raw`, outside strings (before parsing: the parser
     itself recurses, and 30,000 levels exhaust Python's stack)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0                                     # cannot nest deeper: no need to scan
     depth = deepest = 0
     in_string = escaped = False
     for byte in raw:
