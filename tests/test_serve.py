@@ -7,6 +7,8 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
@@ -231,6 +233,15 @@ def test_ask_takes_history_validated_and_bounded(served, monkeypatch):
     for bad in ("x", [{"question": 1, "answer": ""}], [["q", "a"]], [short] * 21):
         status, out = _ask(served, history=bad)
         assert status == 400 and "history" in out["error"], (bad, out)
+    lone = b'{"question": "x", "history": [{"question": "\\ud800", "answer": ""}]}'
+    req = urllib.request.Request(served.url + "/api/ask", data=lone,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        status = 200
+    except urllib.error.HTTPError as e:
+        status, body = e.code, json.loads(e.read())
+    assert status == 400 and "history[0]" in body["error"]
     long_q = {"question": "あ" * (served.settings.max_question_chars + 1), "answer": ""}
     status, out = _ask(served, history=[long_q])
     assert status == 422 and "history[0].question" in out["error"]

@@ -223,6 +223,15 @@ def _english(text: str) -> list[str]:
     return [w for w in re.findall(r"[A-Za-z]{2,}", text) if w != "API"]
 
 
+def _keep(*paths) -> None:
+    """Copies of the screenshots where a person can look (RAG_PAGE_SHOTS=DIR)."""
+    out = os.environ.get("RAG_PAGE_SHOTS")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, os.path.join(out, p.name))
+
+
 def _shots(page, tmp_path, name: str, capsys) -> list:
     """Full-page screenshots at phone and desktop width, light and dark."""
     paths = []
@@ -236,11 +245,7 @@ def _shots(page, tmp_path, name: str, capsys) -> list:
             paths.append(path)
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(size)
-    out = os.environ.get("RAG_PAGE_SHOTS")          # keep them where a person can look
-    if out:
-        os.makedirs(out, exist_ok=True)
-        for p in paths:
-            shutil.copy(p, os.path.join(out, p.name))
+    _keep(*paths)
     with capsys.disabled():
         print(f"\nserve page screenshots: {' '.join(map(str, paths))}")
     return paths
@@ -375,7 +380,8 @@ def test_a_student_converses_reads_the_articles_and_rates_the_answer(browser, se
     assert turn.locator(".sources > li").count() == 0
     assert turn.locator(".sources-heading").is_hidden()
     assert "近い条文" not in turn.locator(".abstain-notice").inner_text()   # there are none
-    page.screenshot(path=str(tmp_path / "serve-page-abstained.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "abstained-phone.png"), full_page=True)
+    _keep(tmp_path / "abstained-phone.png")
 
     assert seen["dialogs"] == []
     assert seen["errors"] == [], seen["errors"]       # CSP refusals would show here
@@ -570,6 +576,9 @@ def test_evidence_prose_abstention_and_every_error_in_japanese(browser, server, 
         assert not _english(message), (reply, message)
         assert page.locator("#thread > .turn").count() == 0
         assert page.input_value("#question") == "卒業要件は？"
+        if words == "起動中":
+            page.screenshot(path=str(tmp_path / "error-desktop.png"), full_page=True)
+            _keep(tmp_path / "error-desktop.png")
     events = [
         (_sse(("sources", {"abstained": False, "sources": []}), ("token", {"text": "途中まで"}),
               ("error", {"error": "generation failed; the server log has the reason"})),
@@ -680,7 +689,8 @@ def test_stop_cancels_the_generation_and_the_seconds_count(browser, slow_served,
     page.wait_for_selector(f"{LAST} .answer:not(:empty)")                 # it streams
     page.wait_for_selector(f"{LAST} .progress:has-text('回答を生成中… 2秒')")
     assert page.locator(f"{LAST} .sources > li").count() >= 1
-    page.screenshot(path=str(tmp_path / "waiting.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "waiting-phone.png"), full_page=True)
+    _keep(tmp_path / "waiting-phone.png")
     page.click("#stop-button")
     page.wait_for_selector(f"{LAST} .stopped:not([hidden])")
     assert page.text_content(f"{LAST} .stopped") == "回答を停止しました。"

@@ -69,6 +69,10 @@ def history_field(body: dict, settings: ServeSettings) -> list[Turn]:
         if len(turn["question"]) > settings.max_question_chars:
             raise ApiError(422, f"field 'history[{i}].question' is longer than "
                            f"{settings.max_question_chars} characters")
+        try:
+            turn["question"].encode("utf-8"), turn["answer"].encode("utf-8")
+        except UnicodeEncodeError:                     # a lone surrogate
+            raise ApiError(400, f"field 'history[{i}]' is not valid Unicode") from None
         question, answer = turn["question"].strip(), turn["answer"].strip()
         if question:
             turns.append(Turn(question, answer[:4 * settings.max_question_chars]))

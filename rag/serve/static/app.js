@@ -37,7 +37,6 @@
   question.maxLength = limit;
 
   let controller = null;     // the AbortController of the request in flight
-  let current = null;        // the turn being answered
   let lastQuestion = "";
   const history = [];        // [{question, answer}] of the finished turns, oldest first
 
@@ -284,7 +283,8 @@
     const q = (cls) => node.querySelector(cls);
     const turn = {
       node, question: text, answer: "", answerId: null, rating: null, done: false,
-      started: performance.now(), timer: null, phase: "送信中",
+      // The server retrieves before it answers: the wait before the first event is that.
+      started: performance.now(), timer: null, phase: "条文を検索中",
       answerEl: q(".answer"), progress: q(".progress"), elapsed: q(".elapsed"),
       sourcesShown: false,
     };
@@ -526,7 +526,6 @@
     clearError();
     tokenForm.hidden = true;
     const turn = newTurn(text);
-    current = turn;
     const sent = history.slice(-HISTORY_TURNS);
     question.value = "";
     updateCount();
@@ -557,7 +556,6 @@
         showError(message);
         return;
       }
-      setPhase(turn, "条文を検索中");
       await readEvents(response, (name, data) => {
         if (mine !== controller) return;
         if (name === "token") {
@@ -611,7 +609,6 @@
       if (failed && turn.answer.trim()) turn.node.querySelector(".tools").hidden = false;
       if (mine === controller) {
         controller = null;
-        current = null;
         setBusy(false);
       }
       if (!thread.children.length) { welcome.hidden = false; newChat.hidden = true; }
