@@ -364,6 +364,19 @@ def test_a_student_converses_reads_the_articles_and_rates_the_answer(browser, se
     assert turns.nth(1).locator(".fb-up").get_attribute("aria-pressed") == "false"
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     _shots(page, tmp_path, "thread", capsys)
+    # What a student sees (not a full-page capture, which draws sticky boxes oddly): the
+    # box at the foot of the screen under a thread, at the top of it too.
+    for scheme, width in (("light", 390), ("dark", 1100)):
+        page.emulate_media(color_scheme=scheme)
+        page.set_viewport_size({"width": width, "height": 800})
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator("#question").bounding_box()
+        assert box and box["y"] + box["height"] <= 800, box
+        path = tmp_path / f"thread-screen-{width}-{scheme}.png"
+        page.screenshot(path=str(path))
+        _keep(path)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 390, "height": 844})
 
     # 新しい会話: the thread and its history are gone. A question no regulation speaks
     # of (BM25 finds nothing): the server abstains and the page says so plainly.
