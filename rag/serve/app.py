@@ -4,12 +4,13 @@ JSON. Models load in a background thread at startup, so /healthz answers at once
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -19,12 +20,14 @@ from .answering import ApiError, Engine, Run
 from .feedback import AlreadyRated, FeedbackNotSaved
 from .guard import Guard, error_json
 from .openai import add_openai_routes
-from .requests import (bool_field, event_stream, finish, int_field, question_field, read_json,
-                       sse, start_run)
+from ..citations import sources_json
+from .requests import (bool_field, event_stream, finish, history_field, int_field,
+                       question_field, read_json, sse, start_run)
 from .state import ServerState, ServeSettings
 
 log = logging.getLogger("rag.serve")
 STATIC = Path(__file__).parent / "static"
+PAGE_LIMIT = re.compile(r'data-max-question-chars="\d*"')
 
 
 def create_app(settings: ServeSettings, load: Callable[[], Engine], *,
@@ -88,10 +91,13 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
 
     @app.get("/")
     async def page():
+        """The page, told the server's limits (its textarea's maxlength)."""
         index = static_dir / "index.html"
         if not index.is_file():
             raise ApiError(404, "the page is not installed")
-        return FileResponse(index, media_type="text/html; charset=utf-8")
+        html = PAGE_LIMIT.sub(f'data-max-question-chars="{settings.max_question_chars}"',
+                              index.read_text(encoding="utf-8"))
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/search")
     async def search(request: Request, q: str | None = None, k: str | None = None,
@@ -115,11 +121,12 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         engine = state.ready()
         indexed = engine.index is not None          # else: the model alone, by default
         question = question_field(body.get("question"), settings, limit=indexed)
+        history = history_field(body, settings)
         stream = bool_field(body, "stream", False)
         retrieval = bool_field(body, "retrieval", indexed)
         cap = engine.options.max_new_tokens
         max_new = int_field(body, "max_new_tokens", cap, 1, cap)
-        run = await start_run(request, state, question, retrieval=retrieval,
+        run = await start_run(request, state, question, history, retrieval=retrieval,
                               max_new_tokens=max_new)
         if stream:
             return event_stream(_ask_events(run, state))
@@ -161,12 +168,16 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
 
 
 async def _ask_events(run: Run, state: ServerState):
+    """The passages as soon as retrieval chose them (before the first token: a reader
+    has the articles during a long generation), the text as it comes, then the whole
+    answer, whose sources are final (evidence marks those the answer rests on)."""
     try:
+        p = run.prepared
+        yield sse("sources", {"abstained": p.abstained, "sources": sources_json(p.sources)})
         async for text in run.events():
             yield sse("token", {"text": text})
         answer = run.answer()
         state.recent.add(answer)
-        yield sse("sources", {"abstained": answer["abstained"], "sources": answer["sources"]})
         yield sse("done", answer)
     except ApiError as e:
         yield sse("error", {"error": e.message})

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..prompt import Turn
 from .answering import ApiError, Run
 from .state import ServerState, ServeSettings
 
@@ -97,6 +98,40 @@ def question_field(value, settings: ServeSettings, name: str = "question", *,
         raise ApiError(422, f"field {name!r} is longer than {settings.max_question_chars} "
                        "characters", param=name)
     return value.strip()
+
+
+MAX_HISTORY_TURNS = 20
+
+
+def history_field(body: dict, settings: ServeSettings) -> list[Turn]:
+    """`history`: the earlier turns of the conversation, oldest first, as
+    [{"question", "answer"}]. At most MAX_HISTORY_TURNS (the Answerer keeps of them what
+    the prompt has room for); each question within max_question_chars (422 beyond), each
+    answer cut to 4 × max_question_chars (the server's own answers come back here, and
+    the gist is what a follow-up needs)."""
+    value = body.get("history")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ApiError(400, "field 'history' must be a list of {question, answer}")
+    if len(value) > MAX_HISTORY_TURNS:
+        raise ApiError(400, f"field 'history' has more than {MAX_HISTORY_TURNS} turns")
+    turns = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or not isinstance(turn.get("question"), str) \
+                or not isinstance(turn.get("answer"), str):
+            raise ApiError(400, f"field 'history[{i}]' must be {{question, answer}} strings")
+        if len(turn["question"]) > settings.max_question_chars:
+            raise ApiError(422, f"field 'history[{i}].question' is longer than "
+                           f"{settings.max_question_chars} characters")
+        try:
+            turn["question"].encode("utf-8"), turn["answer"].encode("utf-8")
+        except UnicodeEncodeError:                     # a lone surrogate
+            raise ApiError(400, f"field 'history[{i}]' is not valid Unicode") from None
+        question, answer = turn["question"].strip(), turn["answer"].strip()
+        if question:
+            turns.append(Turn(question, answer[:4 * settings.max_question_chars]))
+    return turns
 
 
 def int_field(body: dict, name: str, default: int, low: int, high: int, *,
