@@ -53,12 +53,13 @@ class Engine:
         return self.answerer.options
 
     def search(self, query: str, k: int | None = None,
-               mode: str | None = None) -> tuple[list[dict], str]:
-        """Hits as `rag search --json` gives them; k and mode default to [search]'s."""
+               mode: str | None = None, *, editions=None) -> tuple[list[dict], str]:
+        """Hits as `rag search --json` gives them; k and mode default to [search]'s;
+        `editions`: an EditionChoice (None: as of today)."""
         retriever, generation = self._retriever()
         with self.lock:
             hits = retriever.search(query, k=k or self.answerer.k,
-                                    mode=mode or self.answerer.mode)
+                                    mode=mode or self.answerer.mode, editions=editions)
         return [h.to_json() for h in hits], generation
 
     def _retriever(self):
@@ -67,11 +68,14 @@ class Engine:
         return self.index.current()
 
     def prepare(self, question: str, history: Sequence[Turn] = (), *,
-                retrieval: bool = True, max_new_tokens: int | None = None) -> "Asked":
+                retrieval: bool = True, max_new_tokens: int | None = None,
+                editions=None) -> "Asked":
         """`Answerer.prepare` over the index generation in use now (blocking: run it in a
-        worker thread)."""
+        worker thread), retrieving under `editions` (None: as of today)."""
+        from ..retrieval.editions import with_editions
+
         retriever, generation = self._retriever() if retrieval else (None, None)
-        answerer = self.answerer.using(retriever)
+        answerer = with_editions(self.answerer.using(retriever), editions)
         waiting = time.perf_counter()
         try:
             with self.lock:

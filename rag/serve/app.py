@@ -18,8 +18,8 @@ from ..config import MODES
 from .answering import ApiError, Engine, Run
 from .guard import Guard
 from .openai import add_openai_routes
-from .requests import (bool_field, event_stream, finish, int_field, question_field, read_json,
-                       sse, start_run)
+from .requests import (bool_field, editions_field, event_stream, finish, int_field,
+                       question_field, read_json, sse, start_run)
 from .state import ServerState, ServeSettings
 
 log = logging.getLogger("rag.serve")
@@ -88,15 +88,19 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
 
     @app.get("/api/search")
     async def search(request: Request, q: str | None = None, k: str | None = None,
-                     mode: str | None = None):
-        """k and mode, when not given, are the server's [search] settings."""
+                     mode: str | None = None, as_of: str | None = None,
+                     entry_year: str | None = None, all_editions: str = "false"):
+        """k and mode, when not given, are the server's [search] settings; as_of (default
+        today), entry_year and all_editions choose the editions searched."""
+        editions = editions_field(as_of, entry_year, all_editions)
         question = question_field(q, settings, "q")
         if k is not None and (not k.isdigit() or not 1 <= int(k) <= 50):
             raise ApiError(400, "field 'k' must be an integer from 1 to 50")
         if mode is not None and mode not in MODES:
             raise ApiError(400, f"field 'mode' must be one of {', '.join(MODES)}")
         engine = state.ready()
-        hits, _ = await run_in_threadpool(engine.search, question, int(k) if k else None, mode)
+        hits, _ = await run_in_threadpool(engine.search, question, int(k) if k else None, mode,
+                                          editions=editions)
         return hits
 
     @app.post("/api/ask")
@@ -109,8 +113,10 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         retrieval = bool_field(body, "retrieval", indexed)
         cap = engine.options.max_new_tokens
         max_new = int_field(body, "max_new_tokens", cap, 1, cap)
+        editions = editions_field(body.get("as_of"), body.get("entry_year"),
+                                  body.get("all_editions", False))
         run = await start_run(request, state, question, retrieval=retrieval,
-                              max_new_tokens=max_new)
+                              max_new_tokens=max_new, editions=editions)
         if stream:
             return event_stream(_ask_events(run, state))
         return await finish(run, request, state)
