@@ -104,7 +104,7 @@ def edition_json(p: Passage) -> dict:
 
 class Governing:
     """The passages a choice allows: per regulation with several editions, the governing
-    edition's, plus what older excerpts hold outside its span."""
+    edition's (and an older one's articles that a 経過措置 keeps one by one)."""
 
     def __init__(self, table: EditionTable, choice: EditionChoice):
         self.table, self.choice = table, choice.resolved()
@@ -136,14 +136,11 @@ class Governing:
                 self.rules[e.source] = ("only", set())
         for e in at:
             self.rules[e.source] = ("all", {a for a, d in moved.items() if d != current})
-        covered = list(at)
-        for start in sorted((s for s in starts if s < current), reverse=True):
-            group = [e for e in dated if e.start == start]
-            for e in group:
-                keep = {a for a in e.articles if not any(c.covers(a) for c in covered)}
-                keep |= {a for a, d in moved.items() if d == start and a in e.articles}
-                self.rules[e.source] = ("only", keep)
-            covered += group
+        for e in dated:
+            if e.start < current:
+                # An older edition only for articles a 経過措置 keeps one by one.
+                self.rules[e.source] = ("only", {a for a, d in moved.items()
+                                                 if d == e.start and a in e.articles})
 
     def _for_cohort(self, dated: list[EditionRecord], current: dt.date, entry: dt.date):
         """Follow the 経過措置 of the governing edition for a student who entered on
@@ -208,6 +205,11 @@ class EditionView:
         matches = [s for s, t in titles.items() if t.endswith(name)
                    and governing.rules.get(s, ("all", set()))[0] == "all"]
         return matches[0] if len(matches) == 1 else None
+
+
+def question_choice(q) -> EditionChoice:
+    """The choice of an evaluation question (its `as_of` / `entry_year`; today if none)."""
+    return parse_choice(getattr(q, "as_of", None), getattr(q, "entry_year", None))
 
 
 def with_editions(answerer, choice: EditionChoice | None):
