@@ -271,6 +271,9 @@ class EditionRecord:
     articles: list[str] = field(default_factory=list)   # main-provision labels, in order
     transitional: list[Transitional] = field(default_factory=list)
     note: str = ""                   # rag.toml's note (where the date comes from)
+    # Its 附則 is in the text: the main provisions run to their end (an excerpt that
+    # stops mid-regulation does not cover the articles after its last).
+    runs_to_end: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -288,9 +291,12 @@ class EditionRecord:
         return dt.date.fromisoformat(self.effective_from) if self.effective_from else None
 
     def span(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """The first and last article numbers it holds: an excerpt covers only these."""
+        """The first and last article numbers it covers: an excerpt only its own, a text
+        that reaches its 附則 everything after its first article."""
         nums = [n for n in (article_number(a) for a in self.articles) if n]
-        return (min(nums), max(nums)) if nums else None
+        if not nums:
+            return None
+        return min(nums), (10 ** 6,) if self.runs_to_end else max(nums)
 
     def covers(self, label: str) -> bool:
         if label in self.articles:
@@ -349,6 +355,7 @@ class EditionTable:
                                 note=spec.get("note", ""))
             rec.articles = list(dict.fromkeys(p.article for p in parts
                                               if is_main(p) and article_number(p.article)))
+            rec.runs_to_end = any(is_supplementary(p) for p in parts)
             _date(rec, spec, parts)
             rec.transitional = _transitionals(parts, rec)
             if "transitional" in spec:

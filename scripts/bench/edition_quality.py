@@ -46,11 +46,11 @@ def score(retriever: Retriever, qs, k: int, mode: str, all_editions: bool) -> di
             return bool(rec and rec.regulation in regs and not governing.allows(p))
         passages = [h.passage for h in hs]
         first = passages[:1]
-        top1 += any(is_gold(p, q.gold) for p in first)
-        topk += any(is_gold(p, q.gold) for p in passages)
+        top1 += any(is_gold(p, g) for p in first for g in q.gold)
+        topk += any(is_gold(p, g) for p in passages for g in q.gold)
         wrong1 += any(non_governing(p) for p in first)
         wrongk += any(non_governing(p) for p in passages)
-        if not any(is_gold(p, q.gold) for p in first):
+        if not any(is_gold(p, g) for p in first for g in q.gold):
             misses.append({"id": q.id, "rank1": f"{first[0].source} {first[0].article}"
                            if first else None})
     n = len(qs)
