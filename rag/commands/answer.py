@@ -154,7 +154,6 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
     if as_json:
         obj = answer.to_json()
         obj["model"], obj["adapter"] = answerer.generator.name, answerer.generator.adapter
-        obj["editions"] = editions.to_json()
         if show_context:
             obj["prompt"] = answer.prompt
         echo_json(obj)

@@ -185,6 +185,8 @@ class EditionView:
         self._retriever, self.choice = retriever, choice
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "_retriever":     # copy/pickle probes
+            raise AttributeError(name)
         return getattr(self._retriever, name)
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", **kw):
