@@ -153,10 +153,11 @@ def build_bm25(tokens: list[list[str]]):
 
 
 def write_generation(index_dir: Path, manifest: Manifest, passages: list[Passage],
-                     tokens: list[list[str]], dense, bm25) -> Path:
+                     tokens: list[list[str]], dense, bm25, *, extra: dict | None = None) -> Path:
     """Write a complete new generation, then point CURRENT at it atomically. A write
     that fails (no space left, no permission) removes what it wrote and says which path
-    and why; the live generation is untouched."""
+    and why; the live generation is untouched. `extra`: file name -> JSON-ready object
+    written beside the manifest (editions.json)."""
     import faiss
 
     name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -171,6 +172,8 @@ def write_generation(index_dir: Path, manifest: Manifest, passages: list[Passage
         faiss.write_index(dense, str(tmp / "dense.faiss"))
         if bm25 is not None:
             bm25.save(str(tmp / "bm25"), show_progress=False)
+        for file, obj in (extra or {}).items():
+            _write_lines(tmp / file, [json.dumps(obj, ensure_ascii=False, indent=1)])
         # The manifest is written last: a generation without one is never read.
         _write_lines(tmp / "manifest.json",
                      [json.dumps(manifest.to_dict(), ensure_ascii=False, indent=1)])

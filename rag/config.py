@@ -50,6 +50,11 @@ class IngestSection:
     titles: dict[str, str] = setting(factory=dict, help=(
         "[ingest.titles]: document path (relative to the ingested directory) or file name "
         "-> the regulation's name, for files whose pages do not say it (booklet excerpts)."))
+    editions: dict[str, dict | str] = setting(factory=dict, help=(
+        "[ingest.editions]: document path (or file name) -> the date its edition takes "
+        "effect (\"2024-04-01\"), or a table {regulation = name shared by its editions, "
+        "effective_from, effective_to, transitional = [{entered_before = date, edition = "
+        "path}], note}; the admin's word over the 施行日 read from its 附則."))
 
 
 @dataclass
@@ -238,6 +243,12 @@ def _validate(cfg: Config, where: str) -> None:
                           "least 1")
     if any(not v.strip() for v in ingest.titles.values()):
         raise ConfigError(f"{where}: [ingest.titles] has an empty title")
+    from ingest.editions import EditionError, check_declared
+
+    try:
+        check_declared(ingest.editions)
+    except EditionError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 __all__ = ["Config", "IngestSection", "SearchSection", "GenerateSection", "ServeSection",

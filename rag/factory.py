@@ -191,6 +191,11 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     if retriever is None and retrieval:
         retriever = build_retriever(cfg, answer.index_dir, mode)
     generator = build_generator(cfg, model, max_new_tokens=options.max_new_tokens, log=log)
-    return Answerer(generator, retriever, k=pick(answer.k, cfg.search.k), mode=mode,
-                    min_score=pick(answer.min_score, cfg.generate.min_score), options=options,
-                    context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens))
+    answerer = Answerer(generator, retriever, k=pick(answer.k, cfg.search.k), mode=mode,
+                        min_score=pick(answer.min_score, cfg.generate.min_score),
+                        options=options,
+                        context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens))
+    from .retrieval.editions import note_finisher
+
+    answerer.finishers.append(note_finisher)      # says which edition it rests on (last)
+    return answerer

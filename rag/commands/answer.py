@@ -10,6 +10,7 @@ from ..citations import citation_parts, grounds_heading
 from ..config import DTYPES, MODES
 from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
+from .editions import edition_options, server_fields
 
 
 def generation_options(f):
@@ -122,10 +123,11 @@ def _ignored_with_server(ctx, names: list[str]) -> None:
 @click.option("--show-context", is_flag=True, help="Print the prompt given to the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print {question, answer, abstained, "
               "sources: [{n, source, article, score, ...}], timings} instead of streaming.")
+@edition_options
 @server_option
 @click.pass_context
 def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json,
-        server):
+        server, editions):
     """Answer QUESTION from the regulations, citing the articles used.
 
     The answer streams as it is generated, then its grounds are listed. When nothing
@@ -140,11 +142,13 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
                                    "allow_pickle", "trust_remote_code", "show_context",
                                    "context_tokens", "strict"])
         _ask_server(server, cfg.api_token, question, answer_options.max_new_tokens,
-                    not no_retrieval, as_json)
+                    not no_retrieval, as_json, server_fields(editions))
         return
+    from ..retrieval.editions import with_editions
+
     log = (lambda s: None) if as_json else dim_log
-    answerer = build_answerer(cfg, model_options, answer_options,
-                              retrieval=not no_retrieval, log=log)
+    answerer = with_editions(build_answerer(cfg, model_options, answer_options,
+                                            retrieval=not no_retrieval, log=log), editions)
     stream = None if as_json else (lambda t: click.echo(t, nl=False))
     answer = answerer.ask(question, retrieval=not no_retrieval, on_text=stream)
     if as_json:
@@ -155,6 +159,8 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
         echo_json(obj)
         return
     click.echo()
+    if getattr(answer, "edition_note", ""):
+        click.echo(answer.edition_note)             # streamed text did not carry it
     if show_context and answer.prompt:
         click.echo(click.style("--- prompt ---\n" + answer.prompt + "\n--- end ---", dim=True),
                    err=True)
@@ -163,7 +169,7 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
 
 
 def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int | None,
-                retrieval: bool, as_json: bool) -> None:
+                retrieval: bool, as_json: bool, editions: dict | None = None) -> None:
     """`rag ask --server`: the same output as answering here, from `rag serve`."""
     from ..client import Client
 
@@ -171,10 +177,11 @@ def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int 
         raise click.UsageError("the question is empty")
     client = Client(url, token=token)
     if as_json:
-        echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval))
+        echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
+                             editions=editions))
         return
     answer = client.ask_stream(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
-                               on_text=lambda t: click.echo(t, nl=False))
+                               on_text=lambda t: click.echo(t, nl=False), editions=editions)
     click.echo()
     print_sources(answer.get("sources") or [], bool(answer.get("abstained")))
     timings = dict(answer.get("timings") or {})
@@ -183,8 +190,9 @@ def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int 
 
 @click.command()
 @generation_options
+@edition_options
 @click.pass_context
-def chat(ctx, model_options, answer_options):
+def chat(ctx, model_options, answer_options, editions):
     """Talk with the model about the regulations; it is loaded once.
 
     \b
@@ -195,7 +203,10 @@ def chat(ctx, model_options, answer_options):
     from ..prompt import Turn
     from ..errors import RagError
 
-    answerer = build_answerer(config(ctx), model_options, answer_options, log=dim_log)
+    from ..retrieval.editions import with_editions
+
+    answerer = with_editions(build_answerer(config(ctx), model_options, answer_options,
+                                            log=dim_log), editions)
     click.echo("規程について質問してください。/sources 根拠  /reset 会話を消去  /quit 終了")
     history: list[Turn] = []
     last = None
@@ -231,6 +242,8 @@ def chat(ctx, model_options, answer_options):
             click.echo(click.style("\n(中断しました)", dim=True))
             continue
         click.echo()
+        if getattr(last, "edition_note", ""):
+            click.echo(last.edition_note)
         history.append(Turn(line, last.text))
 
 

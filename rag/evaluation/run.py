@@ -119,7 +119,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
             for mode in modes:
                 todo = [q for q in questions if ("retrieval", mode, q.id) not in done]
                 hits = retriever.search_many([q.question for q in todo], k=settings.k,
-                                             mode=mode) if todo else []
+                                             mode=mode, editions=_editions(todo)) if todo else []
                 for q, h in zip(todo, hits):
                     _write(sink, {**_retrieval_row(q, "retrieval", mode, h, settings.k), **ident})
                     done.add(("retrieval", mode, q.id))
@@ -152,7 +152,8 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
                   settings: EvalSettings) -> list[dict]:
     started = time.perf_counter()
     retrieval = condition != "none"
-    hits = (retriever.search_many([q.question for q in batch], k=settings.k, mode=condition)
+    hits = (retriever.search_many([q.question for q in batch], k=settings.k, mode=condition,
+                                  editions=_editions(batch))
             if retrieval else None)
     answers = answerer.answer_batch([q.question for q in batch], hits)
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -175,6 +176,13 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
         row.update(_answer_scores(q, a.text, retriever))
         rows.append(row)
     return rows
+
+
+def _editions(questions: list[Question]) -> list:
+    """Each question's edition choice: its as_of / entry_year, else as of today."""
+    from ..retrieval.editions import question_choice
+
+    return [question_choice(q) for q in questions]
 
 
 def _speed(t: dict, prefill_rate: float | None) -> dict:

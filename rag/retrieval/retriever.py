@@ -16,6 +16,7 @@ from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
 from ..config import BM25_WEIGHT, MODES
+from .editions import EditionChoice, Governing, annotate, edition_json, load_table
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
@@ -57,7 +58,7 @@ class Hit:
     def to_json(self) -> dict:
         p = self.passage
         return {"rank": self.rank, "score": round(float(self.score), 6), **p.citation(),
-                "heading": p.heading, "text": p.text, "id": p.id}
+                "heading": p.heading, "text": p.text, "id": p.id, "edition": edition_json(p)}
 
 
 class Retriever:
@@ -74,6 +75,7 @@ class Retriever:
         self.bm25_weight = bm25_weight
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
+        self.editions  # noqa: B018 - gives every passage its edition
         self.info = self.index.manifest.embedder
         if embedder and Path(embedder).is_dir():
             embedder = str(Path(embedder).resolve())
@@ -154,21 +156,30 @@ class Retriever:
             self.query_encoder  # noqa: B018 - loads the model
         self.tokenizer.tokenize("規程")
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
-        return self.search_many([query], k, mode)[0]
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", *,
+               editions: EditionChoice | None = None) -> list[Hit]:
+        return self.search_many([query], k, mode, editions=editions)[0]
 
-    def search_many(self, queries: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
+    def search_many(self, queries: list[str], k: int = 5, mode: str = "hybrid", *,
+                    editions=None) -> list[list[Hit]]:
+        """`editions`: an EditionChoice, or one per query (None: as of today; see
+        rag.retrieval.editions): only the governing edition of a regulation is searched."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         n = len(self.passages)
         if n == 0 or not queries:
             return [[] for _ in queries]
         depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k + SCOPE_DEMOTION)
+        allowed = self._edition_filters(editions, len(queries))
+        # Leave-outs must not use up the depth: search deeper by as many as are left out.
+        depth = min(n, depth + max((n - len(a) for a in allowed if a is not None), default=0))
         queries = [nfkc(q).strip() for q in queries]
         if self.thesaurus:
             queries = [self.thesaurus.expand(q) for q in queries]
         dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        dense = _keep(dense, allowed) if dense else dense
+        sparse = _keep(sparse, allowed) if sparse else sparse
         demoted_dense = [demote_scope(r, self.passages) for r in dense] if dense else None
         demoted_sparse = [demote_scope(r, self.passages) for r in sparse] if sparse else None
         out = []
@@ -189,6 +200,38 @@ class Retriever:
                     cos.update(zip(missing, (vecs @ qvecs[qi]).tolist()))
             out.append([Hit(r + 1, s, self.passages[i], cos.get(i))
                         for r, (i, s) in enumerate(top)])
+        return out
+
+    # ------------------------------------------------------------ editions
+
+    @cached_property
+    def editions(self):
+        """The index's EditionTable; loading it gives every passage its `edition`."""
+        table = load_table(self.index)
+        annotate(table, self.passages)
+        return table
+
+    def governing(self, choice: EditionChoice | None = None) -> Governing:
+        key = (choice or EditionChoice()).resolved()
+        cache = self.__dict__.setdefault("_governing", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = Governing(self.editions, key)
+        return cache[key]
+
+    def _edition_filters(self, editions, count: int) -> list[set[int] | None]:
+        """Per query, the passage indices its edition choice allows (None: all)."""
+        choices = editions if isinstance(editions, list) else [editions] * count
+        masks: dict[EditionChoice, set[int] | None] = {}
+        out = []
+        for c in choices:
+            key = (c or EditionChoice()).resolved()
+            if key not in masks:
+                gov = self.governing(key)
+                masks[key] = None if not gov.rules else {
+                    i for i, p in enumerate(self.passages) if gov.allows(p)}
+            out.append(masks[key])
         return out
 
     # ------------------------------------------------------------ the corpus, for context
@@ -249,6 +292,11 @@ class Retriever:
         top = top[np.argsort(-scores[top], kind="stable")]
         # Passages that share no word with the question are not BM25 results at all.
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def _keep(rankings, allowed):
+    """Each query's ranking without the passages its edition choice leaves out."""
+    return [r if a is None else [x for x in r if x[0] in a] for r, a in zip(rankings, allowed)]
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K,

@@ -57,12 +57,13 @@ class Engine:
         return self.answerer.options
 
     def search(self, query: str, k: int | None = None,
-               mode: str | None = None) -> tuple[list[dict], str]:
-        """Hits as `rag search --json` gives them; k and mode default to [search]'s."""
+               mode: str | None = None, *, editions=None) -> tuple[list[dict], str]:
+        """Hits as `rag search --json` gives them; k and mode default to [search]'s;
+        `editions`: an EditionChoice (None: as of today)."""
         retriever, generation = self._retriever()
         with self.lock:
             hits = retriever.search(query, k=k or self.answerer.k,
-                                    mode=mode or self.answerer.mode)
+                                    mode=mode or self.answerer.mode, editions=editions)
         return [h.to_json() for h in hits], generation
 
     def _retriever(self):
@@ -72,11 +73,14 @@ class Engine:
 
     def prepare(self, question: str, history: Sequence[Turn] = (), *,
                 retrieval: bool = True, max_new_tokens: int | None = None,
-                system: str | None = None) -> "Asked":
+                system: str | None = None, editions=None) -> "Asked":
         """`Answerer.prepare` over the index generation in use now (blocking: run it in a
-        worker thread); `system`: text added to the prompt's instruction."""
+        worker thread); `system`: text added to the prompt's instruction; `editions`: the
+        editions retrieved (None: as of today)."""
+        from ..retrieval.editions import with_editions
+
         retriever, generation = self._retriever() if retrieval else (None, None)
-        answerer = self.answerer.using(retriever)
+        answerer = with_editions(self.answerer.using(retriever), editions)
         if system:
             answerer.system = system
         waiting = time.perf_counter()

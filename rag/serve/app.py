@@ -21,7 +21,7 @@ from .feedback import AlreadyRated, FeedbackNotSaved
 from .guard import Guard, error_json
 from .openai import add_openai_routes
 from ..citations import sources_json
-from .requests import (bool_field, event_stream, finish, history_field, int_field,
+from .requests import (bool_field, editions_field, event_stream, finish, history_field, int_field,
                        question_field, read_json, sse, start_run)
 from .state import ServerState, ServeSettings
 
@@ -101,8 +101,11 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
 
     @app.get("/api/search")
     async def search(request: Request, q: str | None = None, k: str | None = None,
-                     mode: str | None = None):
-        """k and mode, when not given, are the server's [search] settings."""
+                     mode: str | None = None, as_of: str | None = None,
+                     entry_year: str | None = None, all_editions: str = "false"):
+        """k and mode, when not given, are the server's [search] settings; as_of (default
+        today), entry_year and all_editions choose the editions searched."""
+        editions = editions_field(as_of, entry_year, all_editions)
         question = question_field(q, settings, "q")
         # isdecimal() alone takes 「²」 and 「٣」, which int() refuses; 5,000 digits are
         # past int()'s limit: only 1 to 2 ASCII digits are a k.
@@ -112,7 +115,8 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         if mode is not None and mode not in MODES:
             raise ApiError(400, f"field 'mode' must be one of {', '.join(MODES)}")
         engine = state.ready()
-        hits, _ = await run_in_threadpool(engine.search, question, int(k) if k else None, mode)
+        hits, _ = await run_in_threadpool(engine.search, question, int(k) if k else None, mode,
+                                          editions=editions)
         return hits
 
     @app.post("/api/ask")
@@ -126,8 +130,10 @@ def _routes(app: FastAPI, state: ServerState, static_dir: Path) -> None:
         retrieval = bool_field(body, "retrieval", indexed)
         cap = engine.options.max_new_tokens
         max_new = int_field(body, "max_new_tokens", cap, 1, cap)
+        editions = editions_field(body.get("as_of"), body.get("entry_year"),
+                                  body.get("all_editions", False))
         run = await start_run(request, state, question, history, retrieval=retrieval,
-                              max_new_tokens=max_new)
+                              max_new_tokens=max_new, editions=editions)
         if stream:
             return event_stream(_ask_events(run, state))
         return await finish(run, request, state)

@@ -154,18 +154,34 @@ def bool_field(body: dict, name: str, default: bool) -> bool:
     return value
 
 
+def editions_field(as_of=None, entry_year=None, all_editions=False):
+    """as_of (YYYY-MM-DD), entry_year and all_editions of a request: the EditionChoice
+    its retrieval uses (rag.retrieval.editions); 400 when they are not a date or a year."""
+    from ..retrieval.editions import EditionChoiceError, parse_choice
+
+    if not isinstance(all_editions, bool) and all_editions not in ("true", "false", "1", "0"):
+        raise ApiError(400, "field 'all_editions' must be true or false")
+    if isinstance(entry_year, float) or isinstance(as_of, (int, float)):
+        raise ApiError(400, "field 'as_of' must be a date YYYY-MM-DD and 'entry_year' a year")
+    try:
+        return parse_choice(as_of, entry_year, all_editions in (True, "true", "1"))
+    except EditionChoiceError as e:
+        raise ApiError(400, f"field {str(e).split()[0]!r}{str(e)[len(str(e).split()[0]):]}") from None
+
+
 def sse(event: str, data) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 async def start_run(request: Request, state: ServerState, question: str, history=(), *,
                     retrieval: bool = True, max_new_tokens: int | None = None,
-                    system: str | None = None) -> Run:
+                    system: str | None = None, editions=None) -> Run:
     engine = state.ready()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.timeout_s
     asked = await run_in_threadpool(engine.prepare, question, history, retrieval=retrieval,
-                                    max_new_tokens=max_new_tokens, system=system)
+                                    max_new_tokens=max_new_tokens, system=system,
+                                    editions=editions)
     return Run(engine, asked, deadline).start()
 
 
