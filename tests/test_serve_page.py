@@ -14,7 +14,10 @@ model cannot be made to say: an abstention, an answer containing HTML, the evide
 issue 20 (根拠 and その他の候補, the quoted span marked, 要確認 with its clause), prose
 passages labelled by their headings, a 401, and every error the page can meet, each in
 Japanese. A third runs the app in this process with a slowed model: the stop button
-ends the generation on the server.
+ends the generation on the server. A fourth (issue 22) chooses a 入学年度 and a 基準日: the
+year is kept across a reload and both go with the question to the real server; a rating
+the server refuses as already given (409, for real), a full disk (507), a busy database
+(503) and a bad date or year (400) are said in Japanese; each source's edition shows.
 
 Playwright's own browser download is not used: the system chromium is launched by path.
 Without chromium or the playwright package the tests skip and say why.
@@ -736,4 +739,168 @@ def test_stop_cancels_the_generation_and_the_seconds_count(browser, slow_served,
     page.wait_for_selector("#thread > .turn:nth-child(2) .feedback:not([hidden])")
     assert asked[-1] == {"question": FOLLOW_UP, "stream": True}
     assert seen["dialogs"] == [] and seen["errors"] == [], seen
+    context.close()
+
+
+# ---- editions (issue 22): 入学年度 and 基準日, the edition of each source ---------------
+
+def _post_json(url: str, body: dict) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _done_id(sse_text: str) -> str:
+    """The answer id in a stream's `done` event."""
+    for block in sse_text.replace("\r\n", "\n").split("\n\n"):
+        if block.startswith("event: done"):
+            return json.loads(block.split("data: ", 1)[1])["id"]
+    raise AssertionError(f"no done event in {sse_text[-500:]!r}")
+
+
+def test_entry_year_is_remembered_and_sent_editions_show_and_feedback_refusals(
+        browser, server, tmp_path, capsys):
+    context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="ja-JP")
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    seen = _watch(page)
+    asked = _asked(page)
+    page.goto(server["url"] + "/")
+
+    # 入学年度: 「指定しない」 first, then next year down to fifteen years ago.
+    now = time.localtime().tm_year
+    values = page.eval_on_selector_all("#entry-year option", "os => os.map(o => o.value)")
+    assert values == [""] + [str(y) for y in range(now + 1, now - 16, -1)], values
+    assert page.locator("#entry-year option").first.text_content() == "指定しない"
+    assert page.input_value("#entry-year") == "" and page.input_value("#as-of") == ""
+    year = now - 2
+    page.select_option("#entry-year", str(year))
+    assert page.locator("#entry-year option:checked").text_content() == \
+        f"{year}（令和{year - 2018}）年度"
+    page.fill("#as-of", "2024-04-01")
+
+    # Remembered across a reload (the year, not the date: a stale date would mislead).
+    page.reload()
+    assert page.input_value("#entry-year") == str(year)
+    assert page.evaluate("localStorage.getItem('rag-entry-year')") == str(year)
+    assert page.input_value("#as-of") == ""
+
+    # Sent with the question, to the real server, which answers with it.
+    page.fill("#as-of", "2024-04-01")
+    page.fill("#question", SEED)
+    with page.expect_response(lambda r: r.url.endswith("/api/ask")) as ask_response:
+        page.press("#question", "Enter")
+    page.wait_for_selector(f"{LAST} .feedback:not([hidden])")
+    assert asked[-1] == {"question": SEED, "stream": True, "entry_year": year,
+                         "as_of": "2024-04-01"}
+    assert ask_response.value.status == 200
+    assert page.locator(f"{LAST} .turn-error").is_hidden()
+
+    # Rated already (another tab): the server keeps the first rating, answers 409, and
+    # the page says so in Japanese and offers nothing more to send.
+    answer_id = _done_id(ask_response.value.text())
+    status, _ = _post_json(server["url"] + "/api/feedback", {"id": answer_id, "rating": "down"})
+    assert status == 200
+    turn = page.locator(LAST)
+    turn.locator(".fb-up").click()
+    with page.expect_response(lambda r: r.url.endswith("/api/feedback")) as fb_response:
+        turn.locator(".fb-send").click()
+    assert fb_response.value.status == 409
+    page.wait_for_selector(f"{LAST} .fb-status:has-text('すでに評価済み')")
+    assert not _english(turn.locator(".fb-status").text_content())
+    assert turn.locator(".fb-send").is_hidden() and turn.locator(".fb-up").is_disabled()
+    ratings = sqlite3.connect(server["feedback_db"]).execute(
+        "SELECT rating FROM feedback WHERE answer_id = ?", (answer_id,)).fetchall()
+    assert ratings == [("down",)], ratings
+
+    # 「指定しない」 sends no year (the server: as of today); forgotten on reload too.
+    page.select_option("#entry-year", "")
+    page.fill("#as-of", "")
+    page.reload()
+    assert page.input_value("#entry-year") == ""
+    assert page.evaluate("localStorage.getItem('rag-entry-year')") is None
+
+    # Fixed answers through routing: sources from editions, and refusals.
+    replies: list = []
+
+    def fulfil(route):
+        status, body, ctype, *more = replies.pop(0)
+        route.fulfill(status=status, body=body, content_type=ctype,
+                      headers=more[0] if more else None)
+
+    page.route("**/api/ask", fulfil)
+    page.route("**/api/feedback", fulfil)
+    title = "多摩美術大学学則"
+    old = _source(1, "第42条", ART42, caption="除籍", title=title, source="tamabi-2022.txt",
+                  edition={"title": title, "effective_from": "2022-04-01",
+                           "effective_to": "2024-03-31"})
+    current = _source(2, "第8条", "第８条　学生は、８年を超えて在学することができない。",
+                      caption="在学期間", title=title, source="tamabi-2024.txt",
+                      edition={"title": title, "effective_from": "2024-04-01",
+                               "effective_to": None})
+    undated = _source(3, "第5条", "第５条　修業年限は、４年とする。", caption="修業年限",
+                      edition={"title": "東雲大学情報科学部学則", "effective_from": None,
+                               "effective_to": None})
+    answer = ("除籍されません（学則第42条）。\n"
+              "※ 多摩美術大学学則（2022年4月1日施行の版、2024年3月31日まで）による。")
+    replies.append((200, _reply(answer, [old, current, undated]), "text/event-stream"))
+    page.select_option("#entry-year", str(now - 3))
+    page.fill("#question", SEED)
+    page.press("#question", "Enter")
+    page.wait_for_selector(f"{LAST} .feedback:not([hidden])")
+    sources = page.locator(f"{LAST} .sources > li")
+    assert sources.count() == 3
+    assert sources.nth(0).locator(".src-edition").text_content() == \
+        "2022年4月1日施行の版、2024年3月31日まで"
+    assert sources.nth(1).locator(".src-edition").text_content() == "2024年4月1日施行の版"
+    assert sources.nth(2).locator(".src-edition").count() == 0       # no dates: no label
+    first = sources.nth(0).locator("summary").inner_text()
+    assert first.index(title) < first.index("2022年4月1日施行の版") < first.index("第42条"), first
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    _shots(page, tmp_path, "editions", capsys)
+
+    # Feedback the server cannot store: a full disk, a busy database; in Japanese.
+    turn = page.locator(LAST)
+    for reply, words in (
+            ((507, json.dumps({"error": "the rating could not be saved: the server's disk is "
+                                        "full"}), "application/json"), "記録領域がいっぱい"),
+            ((503, json.dumps({"error": "the rating could not be saved just now; try again "
+                                        "shortly"}), "application/json", {"Retry-After": "5"}),
+             "約5秒後")):
+        replies.append(reply)
+        turn.locator(".fb-down").click()
+        turn.locator(".fb-send").click()
+        page.wait_for_selector(f"{LAST} .fb-status:has-text('{words}')")
+        assert not _english(turn.locator(".fb-status").text_content())
+        assert turn.locator(".fb-send").is_enabled()                 # worth another try
+
+    # A 400 about the date or the year: the page names the field, in Japanese.
+    for message, words in (
+            ("field 'as_of' must be a date YYYY-MM-DD, not '2024-13-01'", "基準日"),
+            ("field 'entry_year' must be a year such as 2023, not '20x4'", "入学年度"),
+            ("field 'as_of' must be a date YYYY-MM-DD and 'entry_year' a year", "基準日または入学年度")):
+        replies.append((400, json.dumps({"error": message}), "application/json"))
+        page.fill("#question", "卒業要件は？")
+        page.click("#ask-button")
+        page.wait_for_selector(f"#error:has-text('{words}')")
+        assert not _english(page.text_content("#error")), page.text_content("#error")
+        assert page.input_value("#question") == "卒業要件は？"
+
+    # On a phone the settings row fits the screen's width.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function("window.scrollY === 0")
+    row = page.locator(".settings").bounding_box()
+    assert row and row["width"] <= 390 and row["height"] < 120, row
+    page.screenshot(path=str(tmp_path / "settings-phone.png"))
+    _keep(tmp_path / "settings-phone.png")
+
+    assert seen["dialogs"] == []
+    unexpected = [e for e in seen["errors"] if not re.search(r"status of (4|5)\d\d", e)]
+    assert unexpected == [], seen["errors"]
     context.close()

@@ -12,6 +12,8 @@
 
 (function () {
   const TOKEN_KEY = "rag-api-token";
+  const ENTRY_YEAR_KEY = "rag-entry-year";
+  const ENTRY_YEARS_BACK = 15;      // 入学年度: this many years back, to next year
   // Relative URLs, so that the page also works behind a proxy under a sub-path.
   const ASK_URL = "api/ask";
   const FEEDBACK_URL = "api/feedback";
@@ -31,6 +33,8 @@
   const template = $("turn-template");
   const tokenForm = $("token-form");
   const tokenInput = $("token-input");
+  const entryYear = $("entry-year");
+  const asOf = $("as-of");
 
   // The server's own limit (it writes it into the page); the textarea matches it.
   const limit = parseInt(document.body.dataset.maxQuestionChars, 10) || 1000;
@@ -71,6 +75,52 @@
     if (lastQuestion && !controller) ask(lastQuestion);
   });
 
+  // ---- which edition: 入学年度 (kept in this browser) and 基準日 (this page only) -------
+
+  // 2024 -> 「2024（令和6）年度」: students often know their year by its era.
+  function eraYear(y) {
+    if (y >= 2019) return `令和${y === 2019 ? "元" : y - 2018}`;
+    if (y >= 1989) return `平成${y === 1989 ? "元" : y - 1988}`;
+    return "";
+  }
+
+  function yearOption(y) {
+    const era = eraYear(y);
+    const option = el("option", "", era ? `${y}（${era}）年度` : `${y}年度`);
+    option.value = String(y);
+    return option;
+  }
+
+  function setUpEntryYear() {
+    const now = new Date().getFullYear();
+    for (let y = now + 1; y >= now - ENTRY_YEARS_BACK; y--) entryYear.appendChild(yearOption(y));
+    let kept = "";
+    try { kept = localStorage.getItem(ENTRY_YEAR_KEY) || ""; } catch (e) { kept = ""; }
+    if (/^\d{4}$/.test(kept)) {
+      // A year chosen long ago stays chosen, though it has left the list's range.
+      if (!Array.from(entryYear.options).some((o) => o.value === kept)) {
+        const option = yearOption(parseInt(kept, 10));
+        const later = Array.from(entryYear.options).find((o) => o.value && o.value < kept);
+        entryYear.insertBefore(option, later || null);
+      }
+      entryYear.value = kept;
+    }
+    entryYear.addEventListener("change", () => {
+      try {
+        if (entryYear.value) localStorage.setItem(ENTRY_YEAR_KEY, entryYear.value);
+        else localStorage.removeItem(ENTRY_YEAR_KEY);
+      } catch (e) { /* private mode: the year lasts for this page only */ }
+    });
+    // 基準日 is not kept: a date left from last month would quietly answer for it.
+  }
+
+  // The request's edition fields: none when nothing is chosen (the server: today).
+  function editionFields(body) {
+    if (/^\d{4}$/.test(entryYear.value)) body.entry_year = parseInt(entryYear.value, 10);
+    if (asOf.value) body.as_of = asOf.value;
+    return body;
+  }
+
   // ---- errors, all in Japanese -----------------------------------------------------
 
   function showError(text) {
@@ -105,6 +155,10 @@
     if (detail) console.info(`rag serve: ${status} ${serverMessage(body)}`);
     switch (status) {
       case 400:
+        if (detail.includes("as_of") && detail.includes("entry_year")) return "基準日または入学年度の指定が正しくありません。選び直して、もう一度送信してください。";
+        if (detail.includes("as_of")) return "基準日の指定が正しくありません（例: 2024年4月1日）。日付を選び直すか空欄にして、もう一度送信してください。";
+        if (detail.includes("entry_year")) return "入学年度の指定が正しくありません。入学年度を選び直して、もう一度送信してください。";
+        if (detail.includes("all_editions")) return "規程の版の指定が正しくありません。ページを再読み込みして、もう一度お試しください。";
         if (detail.includes("no index")) return "このサーバーには規程の索引がないため、条文を検索できません。管理者にお問い合わせください。";
         if (detail.includes("history")) return "これまでの会話を送れませんでした。「新しい会話」で始め直してください。";
         if (detail.includes("empty")) return "質問を入力してください。";
@@ -116,6 +170,9 @@
       case 404:
         if (what === "feedback") return "この回答はもうサーバーに残っていないため、評価を送れませんでした。";
         return "サーバーに質問の窓口が見つかりません。管理者にお問い合わせください。";
+      case 409:
+        if (what === "feedback") return "この回答はすでに評価済みです（最初の評価とコメントが記録されています）。";
+        return "この操作はすでに行われています。ページを再読み込みしてください。";
       case 408: return "送信に時間がかかりすぎました。通信状況を確認して、もう一度送信してください。";
       case 413: return "送信した内容が大きすぎます。質問を短くするか、「新しい会話」で始め直してください。";
       case 415: return "質問を受け付けられませんでした（送信形式の誤り）。ページを再読み込みして、もう一度お試しください。";
@@ -125,11 +182,14 @@
       case 429: return `質問が続けて送られました。${wait}もう一度送信してください。`;
       case 502: return "サーバーに接続できませんでした（中継サーバーのエラー）。時間をおいてもう一度お試しください。";
       case 503:
+        if (what === "feedback" && !detail.startsWith("not ready")) return `ただいま評価を保存できませんでした。${wait}もう一度送信してください。`;
         if (detail.includes("loading")) return `サーバーは起動中です（モデルを読み込んでいます）。${wait}もう一度送信してください。`;
         if (detail.startsWith("not ready")) return "サーバーの準備ができていません（モデルや索引を読み込めませんでした）。管理者にお問い合わせください。";
         return `ただいま混み合っています。${wait}もう一度送信してください。`;
       case 504: return "回答に時間がかかりすぎたため中断しました。質問を短くするか、時間をおいてもう一度送信してください。";
-      case 507: return "サーバーの記録領域がいっぱいのため、保存できませんでした。管理者にお問い合わせください。";
+      case 507:
+        if (what === "feedback") return "サーバーの記録領域がいっぱいのため、評価を保存できませんでした。管理者にお問い合わせください。";
+        return "サーバーの記録領域がいっぱいのため、保存できませんでした。管理者にお問い合わせください。";
       default:
         if (status >= 500) return `サーバーでエラーが発生しました（${status}）。時間をおいてもう一度お試しください。`;
         return `リクエストが受け付けられませんでした（${status}）。ページを再読み込みして、もう一度お試しください。`;
@@ -169,6 +229,23 @@
     if (className) node.className = className;
     if (text !== undefined && text !== null && text !== "") node.textContent = String(text);
     return node;
+  }
+
+  // 「2022年4月1日施行の版」 (and 「、2024年3月31日まで」 for an edition since replaced):
+  // which edition of its regulation a source is from, when the index knows its dates.
+  function isoDate(v) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(typeof v === "string" ? v : "");
+    return m ? `${+m[1]}年${+m[2]}月${+m[3]}日` : "";
+  }
+
+  function editionLabel(s) {
+    const e = s && s.edition && typeof s.edition === "object" ? s.edition : null;
+    if (!e) return "";
+    if (typeof e.editions === "number" && e.editions < 2) return "";   // the only one
+    const from = isoDate(e.effective_from);
+    if (!from) return "";
+    const to = isoDate(e.effective_to);
+    return `${from}施行の版` + (to ? `、${to}まで` : "");
   }
 
   function pageLabel(page) {
@@ -236,6 +313,8 @@
     const summary = el("summary");
     summary.appendChild(el("span", "src-n", `[${s.n || i + 1}]`));
     summary.appendChild(el("span", "src-title", documentName(s)));
+    const edition = editionLabel(s);
+    if (edition) summary.appendChild(el("span", "src-edition", edition));
     // 第42条（除籍）stays together on one line where it fits.
     const article = el("span", "src-article");
     if (typeof s.article === "string" && s.article) {
@@ -454,7 +533,14 @@
         });
         if (!response.ok) {
           status.textContent = await readError(response, "feedback");
-          send.disabled = false;
+          if (response.status === 409) {
+            // Rated already (another tab, or a retry that had gone through): the first
+            // rating stays, so there is nothing left to send.
+            f.querySelectorAll("button, textarea").forEach((b) => { b.disabled = true; });
+            send.hidden = true;
+          } else {
+            send.disabled = false;
+          }
           return;
         }
         status.textContent = "ご意見ありがとうございました。";
@@ -539,7 +625,7 @@
     let sawToken = false;
     let failed = false;
     try {
-      const body = { question: text, stream: true };
+      const body = editionFields({ question: text, stream: true });
       if (sent.length) body.history = sent;
       const response = await fetch(ASK_URL, {
         method: "POST",
@@ -659,6 +745,7 @@
     });
   });
 
+  setUpEntryYear();
   updateCount();
   // On a phone, focusing the box at once would cover the page with the keyboard.
   if (!window.matchMedia("(pointer: coarse)").matches) question.focus();
