@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import bigram, store
 from .discover import IGNORE_FILE, SourceFile, discover
 from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
 from .estimate import estimate
@@ -385,7 +385,9 @@ def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors,
     )
     dense = store.build_dense(vectors.vectors, plan.dense_kind)
     bm25 = store.build_bm25(vectors.tokens)
-    store.write_generation(req.index_dir, manifest, new.passages, vectors.tokens, dense, bm25)
+    bigram_bm25 = bigram.build([p.search_text() for p in new.passages])
+    store.write_generation(req.index_dir, manifest, new.passages, vectors.tokens, dense, bm25,
+                           bigram_bm25)
 
 
 def _now() -> str:

@@ -57,6 +57,9 @@ class Config:
     # set (0.58 vs 0.77); 1.5 is best over the three question sets (docs/benchmarks.md).
     bm25_weight: float = setting(1.5, section="search", help=(
         "BM25's vote in hybrid fusion, the dense ranking's being 1."))
+    bigram_weight: float = setting(1.0, section="search", help=(
+        "The character-bigram BM25's vote in hybrid fusion, the dense ranking's being 1 "
+        "(0: off)."))
     model: str = setting("cyberagent/open-calm-3b", section="generate", env="RAG_MODEL",
                          help="The answering model: a Hugging Face id or a local directory.")
     adapter: str | None = setting(None, section="generate", env="RAG_ADAPTER", help=(
@@ -126,6 +129,7 @@ class Config:
 
 
 BM25_WEIGHT = Config.bm25_weight        # for code that searches without a config
+BIGRAM_WEIGHT = Config.bigram_weight
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -152,6 +156,9 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: dense must be flat or hnsw, not {cfg.dense!r}")
     if cfg.bm25_weight < 0:
         raise ConfigError(f"{where}: bm25_weight must be 0 or more, not {cfg.bm25_weight!r}")
+    if cfg.bigram_weight < 0:
+        raise ConfigError(f"{where}: bigram_weight must be 0 or more, "
+                          f"not {cfg.bigram_weight!r}")
     for key in ("k", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}: {key} must be a positive integer")
@@ -185,4 +192,4 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [ingest.titles] has an empty title")
 
 
-__all__ = ["Config", "ConfigError", "MODES", "BM25_WEIGHT", "load_config"]
+__all__ = ["Config", "ConfigError", "MODES", "BM25_WEIGHT", "BIGRAM_WEIGHT", "load_config"]

@@ -60,7 +60,7 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
                           device=pick(device, cfg.device),
                           trust_remote_code=cfg.trust_remote_code,
                           thesaurus=cfg.thesaurus if expand else None,
-                          bm25_weight=cfg.bm25_weight)
+                          bm25_weight=cfg.bm25_weight, bigram_weight=cfg.bigram_weight)
     if warm:
         retriever.warm(pick(mode, cfg.mode))
     return retriever

@@ -15,7 +15,8 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
-from .config import BM25_WEIGHT, MODES
+from . import article_fusion
+from .config import BIGRAM_WEIGHT, BM25_WEIGHT, MODES
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
@@ -66,9 +67,10 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
                  device: str | None = None, trust_remote_code: bool = False,
                  thesaurus: str | Path | None = DEFAULT_THESAURUS,
-                 bm25_weight: float = BM25_WEIGHT):
+                 bm25_weight: float = BM25_WEIGHT, bigram_weight: float = BIGRAM_WEIGHT):
         self.index_dir = Path(index_dir)
         self.bm25_weight = bm25_weight
+        self.bigram_weight = bigram_weight      # the character-bigram BM25's vote (hybrid)
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
         self.info = self.index.manifest.embedder
@@ -159,23 +161,32 @@ class Retriever:
         n = len(self.passages)
         if n == 0 or not queries:
             return [[] for _ in queries]
-        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k + SCOPE_DEMOTION)
+        # Deep enough that k distinct articles remain once their passages are fused.
+        depth = min(n, max(100, 10 * k))
         queries = [nfkc(q).strip() for q in queries]
         if self.thesaurus:
             queries = [self.thesaurus.expand(q) for q in queries]
         dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        bigram = ([self._bigram(q, depth) for q in queries]
+                  if mode == "hybrid" and self.bigram_weight else None)
         demoted_dense = [demote_scope(r, self.passages) for r in dense] if dense else None
         demoted_sparse = [demote_scope(r, self.passages) for r in sparse] if sparse else None
+        demoted_bigram = [demote_scope(r, self.passages) for r in bigram] if bigram else None
         out = []
         for qi in range(len(queries)):
+            # One result per article, with its best passage (rag/article_fusion.py).
             if mode == "dense":
-                ranked = demoted_dense[qi]
+                ranked = article_fusion.first_per_article(demoted_dense[qi], self.passages)
             elif mode == "bm25":
-                ranked = demoted_sparse[qi]
+                ranked = article_fusion.first_per_article(demoted_sparse[qi], self.passages)
             else:
-                ranked = reciprocal_rank_fusion([demoted_dense[qi], demoted_sparse[qi]],
-                                                weights=[1.0, self.bm25_weight])
+                channels = [demoted_dense[qi], demoted_sparse[qi]]
+                weights = [1.0, self.bm25_weight]
+                if demoted_bigram:
+                    channels.append(demoted_bigram[qi])
+                    weights.append(self.bigram_weight)
+                ranked = article_fusion.fuse_articles(channels, weights, self.passages)
             cos = dict(dense[qi]) if dense else {}
             top = ranked[:k]
             if dense:     # a hit found by BM25 alone still gets its similarity (abstention)
@@ -234,6 +245,19 @@ class Retriever:
         scores, ids = self.index.dense.search(vecs, depth)
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
                 for row_i, row_s in zip(ids, scores)], vecs
+
+    @cached_property
+    def bigram_bm25(self):
+        """The character-bigram BM25 of the index; built here, in memory, for an index
+        written before ingest stored one (ingest/bigram.py)."""
+        from ingest import bigram
+        if self.index.bm25_bigram is None:
+            self.index.bm25_bigram = bigram.build([p.search_text() for p in self.passages])
+        return self.index.bm25_bigram
+
+    def _bigram(self, query: str, depth: int) -> list[tuple[int, float]]:
+        from ingest import bigram
+        return bigram.search(self.bigram_bm25, query, depth)
 
     def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
         bm25 = self.index.bm25
