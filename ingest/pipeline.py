@@ -47,6 +47,7 @@ class IngestSettings:
     passage_prefix: str | None = None
     max_tokens: int | None = None        # None: the embedder's own window
     batch_size: int = 32
+    embed_dtype: str = "auto"            # auto | float32 | bfloat16 (ingest/embedder.py)
     dense: str | None = None             # flat | hnsw: explicit; rebuilds the FAISS index
     default_dense: str = "flat"          # for a new index only
     device: str | None = None
@@ -356,6 +357,9 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
             tokens[i] = old.tokens[tok_cache[k]]
     bar = tqdm(total=len(todo), desc="embedding", unit="passage", disable=not req.progress)
     step = max(1, req.settings.batch_size) * 4
+    # Longest first, across the whole run: every batch holds passages of one length, so
+    # little of it is padding (sentence-transformers sorts only within one call).
+    todo.sort(key=lambda i: -len(texts[i]))
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]
         vectors[batch] = model.embed_passages([texts[i] for i in batch])

@@ -31,11 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ingest import bigram  # noqa: E402
 from ingest.japanese import nfkc  # noqa: E402
-from rag.config import BIGRAM_WEIGHT, BM25_WEIGHT  # noqa: E402
+from rag.config import BM25_WEIGHT  # noqa: E402
 from rag.metrics import retrieval_summary  # noqa: E402
 from rag.questions import load_questions  # noqa: E402
 from rag.retrieve import Retriever  # noqa: E402
 
+try:                   # a checkout from before the bigram channel: its "before" figures
+    from rag.config import BIGRAM_WEIGHT  # noqa: E402
+except ImportError:
+    BIGRAM_WEIGHT = None
 K = 10
 
 
@@ -73,7 +77,10 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/rag-baseline-cache"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    r = Retriever(args.index, bm25_weight=args.bm25_weight, bigram_weight=args.bigram_weight)
+    weights = {"bm25_weight": args.bm25_weight}
+    if BIGRAM_WEIGHT is not None:
+        weights["bigram_weight"] = args.bigram_weight
+    r = Retriever(args.index, **weights)
     arts = articles_of(r.passages)
     report = {"index": str(args.index), "embedder": r.info.name, "articles": len(arts),
               "passages": len(r.passages), "bm25_weight": args.bm25_weight,
