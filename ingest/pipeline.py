@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import bigram, store
 from .editions import EDITIONS_FILE, EditionTable
 from .discover import IGNORE_FILE, SourceFile, discover
 from .display import escape_controls
@@ -56,6 +56,7 @@ class IngestSettings:
     passage_prefix: str | None = None
     max_tokens: int | None = None        # None: the embedder's own window
     batch_size: int = 32
+    embed_dtype: str = "auto"            # auto | float32 | bfloat16 (ingest/embedder.py)
     dense: str | None = None             # flat | hnsw: explicit; rebuilds the FAISS index
     default_dense: str = "flat"          # for a new index only
     device: str | None = None
@@ -374,6 +375,9 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
             tokens[i] = old.tokens[tok_cache[k]]
     bar = Progress(len(todo), "embedding", "passage", enabled=req.progress)
     step = max(1, req.settings.batch_size) * 4
+    # Longest first, across the whole run: every batch holds passages of one length, so
+    # little of it is padding (sentence-transformers sorts only within one call).
+    todo.sort(key=lambda i: -len(texts[i]))
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]
         vectors[batch] = model.embed_passages([texts[i] for i in batch])
@@ -420,8 +424,9 @@ def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors,
     dense = store.build_dense(vectors.vectors, plan.dense_kind)
     bm25 = store.build_bm25(vectors.tokens)
     extra = {EDITIONS_FILE: editions.to_dict()} if editions is not None else None
+    bigram_bm25 = bigram.build([p.search_text() for p in new.passages])
     store.write_generation(req.index_dir, manifest, new.passages, vectors.tokens, dense, bm25,
-                           extra=extra)
+                           bigram_bm25, extra=extra)
 
 
 def _now() -> str:

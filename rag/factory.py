@@ -63,6 +63,7 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
                           trust_remote_code=cfg.ingest.trust_remote_code,
                           thesaurus=cfg.search.thesaurus if expand else None,
                           bm25_weight=cfg.search.bm25_weight,
+                          bigram_weight=cfg.search.bigram_weight,
                           query_encoder=cfg.search.query_encoder)
     if warm:
         retriever.warm(pick(mode, cfg.search.mode))

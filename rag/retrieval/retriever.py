@@ -15,11 +15,16 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
-from ..config import BM25_WEIGHT, MODES
+from ..config import BIGRAM_WEIGHT, BM25_WEIGHT, MODES
+from . import article_fusion, citation_channel
 from .editions import EditionChoice, Governing, annotate, edition_json, load_table
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
+# The vote of the articles a question cites by number (rag/retrieval/citation_channel.py) in
+# hybrid fusion, the dense ranking's being 1. The public regulation sets cite no article
+# numbers, so they cannot choose it: it is the dense ranking's vote, not tuned.
+CITATION_WEIGHT = 1.0
 RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
 # A regulation's 趣旨/目的 article states what the regulation covers, so it shares words
 # with every question about that regulation and answers almost none of them. It goes
@@ -67,12 +72,15 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
                  device: str | None = None, trust_remote_code: bool = False,
                  thesaurus: str | Path | None = DEFAULT_THESAURUS,
-                 bm25_weight: float = BM25_WEIGHT, query_encoder: str = "auto"):
+                 bm25_weight: float = BM25_WEIGHT, bigram_weight: float = BIGRAM_WEIGHT,
+                 query_encoder: str = "auto"):
         """`query_encoder`: auto or numpy (the numpy encoder when it reproduces the
         index's embedder, else sentence-transformers), or sentence-transformers."""
         self.index_dir = Path(index_dir)
         self.query_encoder_setting = query_encoder
         self.bm25_weight = bm25_weight
+        self.bigram_weight = bigram_weight      # the character-bigram BM25's vote (hybrid)
+        self.citation_weight = CITATION_WEIGHT  # articles the question cites by number
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
         self.editions  # noqa: B018 - gives every passage its edition
@@ -140,7 +148,9 @@ class Retriever:
             stored = self.index.dense.reconstruct(i)
         except RuntimeError:             # a FAISS index that cannot give vectors back
             return False
-        return encoder.matches(text, stored)
+        # Passages embedded under bfloat16 autocast differ from float32 by ~1e-3.
+        tolerance = 5e-3 if getattr(self.info, "dtype", "float32") == "bfloat16" else 1e-4
+        return encoder.matches(text, stored, tolerance)
 
     def _check_embedder(self, revision: str, dimension: int) -> None:
         info = self.info
@@ -169,7 +179,8 @@ class Retriever:
         n = len(self.passages)
         if n == 0 or not queries:
             return [[] for _ in queries]
-        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k + SCOPE_DEMOTION)
+        # Deep enough that k distinct articles remain once their passages are fused.
+        depth = min(n, max(100, 10 * k))
         allowed = self._edition_filters(editions, len(queries))
         # Leave-outs must not use up the depth: search deeper by as many as are left out.
         depth = min(n, depth + max((n - len(a) for a in allowed if a is not None), default=0))
@@ -178,19 +189,31 @@ class Retriever:
             queries = [self.thesaurus.expand(q) for q in queries]
         dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        bigram = ([self._bigram(q, depth) for q in queries]
+                  if mode == "hybrid" and self.bigram_weight else None)
         dense = _keep(dense, allowed) if dense else dense
         sparse = _keep(sparse, allowed) if sparse else sparse
+        bigram = _keep(bigram, allowed) if bigram else bigram
         demoted_dense = [demote_scope(r, self.passages) for r in dense] if dense else None
         demoted_sparse = [demote_scope(r, self.passages) for r in sparse] if sparse else None
+        demoted_bigram = [demote_scope(r, self.passages) for r in bigram] if bigram else None
         out = []
         for qi in range(len(queries)):
+            # One result per article, with its best passage (rag/retrieval/article_fusion.py).
             if mode == "dense":
-                ranked = demoted_dense[qi]
+                ranked = article_fusion.first_per_article(demoted_dense[qi], self.passages)
             elif mode == "bm25":
-                ranked = demoted_sparse[qi]
+                ranked = article_fusion.first_per_article(demoted_sparse[qi], self.passages)
             else:
-                ranked = reciprocal_rank_fusion([demoted_dense[qi], demoted_sparse[qi]],
-                                                weights=[1.0, self.bm25_weight])
+                channels = [demoted_dense[qi], demoted_sparse[qi]]
+                weights = [1.0, self.bm25_weight]
+                if demoted_bigram:
+                    channels.append(demoted_bigram[qi])
+                    weights.append(self.bigram_weight)
+                if self.citation_weight:
+                    channels.append(_keep([self._cited(queries[qi])], [allowed[qi]])[0])
+                    weights.append(self.citation_weight)
+                ranked = article_fusion.fuse_articles(channels, weights, self.passages)
             cos = dict(dense[qi]) if dense else {}
             top = ranked[:k]
             if dense:     # a hit found by BM25 alone still gets its similarity (abstention)
@@ -281,6 +304,32 @@ class Retriever:
         scores, ids = self.index.dense.search(vecs, depth)
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
                 for row_i, row_s in zip(ids, scores)], vecs
+
+    def _cited(self, query: str) -> list[tuple[int, float]]:
+        """The passages of the articles `query` cites by number (rag/retrieval/citation_channel.py)."""
+        return citation_channel.citation_ranking(query, self.titles(), self._passage_ids,
+                                                 self.passages)
+
+    @cached_property
+    def _passage_ids(self) -> dict[tuple[str, str], list[int]]:
+        out: dict[tuple[str, str], list[int]] = {}
+        for i, p in enumerate(self.passages):
+            if p.article:
+                out.setdefault((p.source, p.article), []).append(i)
+        return out
+
+    @cached_property
+    def bigram_bm25(self):
+        """The character-bigram BM25 of the index; built here, in memory, for an index
+        written before ingest stored one (ingest/bigram.py)."""
+        from ingest import bigram
+        if self.index.bm25_bigram is None:
+            self.index.bm25_bigram = bigram.build([p.search_text() for p in self.passages])
+        return self.index.bm25_bigram
+
+    def _bigram(self, query: str, depth: int) -> list[tuple[int, float]]:
+        from ingest import bigram
+        return bigram.search(self.bigram_bm25, query, depth)
 
     def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
         bm25 = self.index.bm25
