@@ -157,7 +157,7 @@ def test_concurrent_questions_get_their_own_vectors(tiny_embedder):
 
 def test_a_batch_is_encoded_in_one_pass_with_the_same_vectors(tiny_embedder):
     """`rag search --queries`: the questions' tokens packed into one matrix
-    (ingest/query_batch.py) give the vectors of one question at a time (float rounding
+    (rag/retrieval/query_batch.py) give the vectors of one question at a time (float rounding
     aside), for questions of different lengths."""
     encoder = NumpyQueryEncoder.load(str(tiny_embedder))
     questions = QUESTIONS + ["除籍", "休学の期間は通算して何年まで認められますか。" * 3]
