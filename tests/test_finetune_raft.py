@@ -254,3 +254,19 @@ def test_a_build_data_row_is_the_prompt_rag_ask_renders(retriever, tiny_generato
         assert render_instruction(gen.tokenizer, row["instruction"], row["input"]) == prompt
         checked += 1
     assert checked >= 3
+
+
+def test_lora_targets_may_name_one_layer(tiny_generator):
+    """A dotted target is the end of a module path (PEFT's rule): LoRA on the top layer
+    only, so a CPU run back-propagates through that layer alone."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.config import TrainConfig
+    from finetune.runtime import TrainError, lora_targets
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator)
+    top = f"layers.{model.config.num_hidden_layers - 1}.attention.query_key_value"
+    cfg = TrainConfig(model=str(tiny_generator), data=["x"], target_modules=[top])
+    assert lora_targets(cfg, model) == [top]
+    cfg.target_modules = ["layers.99.attention.query_key_value"]
+    with pytest.raises(TrainError, match="no modules named layers.99"):
+        lora_targets(cfg, model)
