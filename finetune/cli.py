@@ -80,7 +80,8 @@ def finetune_train(config_file, sets, model, data, out, max_steps, epochs, resum
 @click.option("--max-articles", type=click.IntRange(1), help="Articles to synthesize from "
               "(the first N of the training documents).")
 @click.option("--synth-out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the kept synthesized questions as a question set.")
+              help="Write the kept synthesized questions as a question set (and every "
+              "generation, with why it was rejected, beside it: .drafts.jsonl).")
 @click.option("--eval-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of documents (editions of one regulation together) held out for "
                    "evaluation: none of their articles or questions is trained on.")
@@ -142,6 +143,9 @@ def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negativ
         click.echo(report.line())
         if synth_out:
             write_questions(made, synth_out)
+            with synth_out.with_suffix(".drafts.jsonl").open("w", encoding="utf-8") as fh:
+                for d in report.drafts:         # what was generated, and why it was not kept
+                    fh.write(json.dumps(d, ensure_ascii=False) + "\n")
         train_qs += made
     rows = build(retriever, questions=train_qs, k=k, seed=seed,
                  negatives=not no_negatives, raft=not plain_answers,

@@ -105,6 +105,7 @@ class SynthReport:
     generated: int = 0
     kept: int = 0
     rejected: dict | None = None
+    drafts: list | None = None      # every generation: source, article, text, why rejected
 
     def line(self) -> str:
         why = ", ".join(f"{n} {r}" for r, n in sorted((self.rejected or {}).items(),
@@ -120,6 +121,7 @@ def keep(drafts: list[tuple[str, str, list, str]], report: SynthReport | None = 
     questions once."""
     report = report if report is not None else SynthReport()
     report.rejected = report.rejected or {}
+    report.drafts = report.drafts if report.drafts is not None else []
     out, seen = [], set()
     for source, article, passages, text in drafts:
         report.generated += 1
@@ -127,6 +129,8 @@ def keep(drafts: list[tuple[str, str, list, str]], report: SynthReport | None = 
         why = check(d, "\n".join(p.text for p in passages))
         if why is None and _squash(d.question) in seen:
             why = "repeated question"
+        report.drafts.append({"source": source, "article": article, "text": text,
+                              "rejected": why})
         if why:
             report.rejected[why] = report.rejected.get(why, 0) + 1
             continue

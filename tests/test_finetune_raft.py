@@ -215,6 +215,8 @@ def test_build_data_cli_splits_by_document_and_synthesizes(corpus_index, tiny_ge
         assert not q.gold or any(g.file in split["eval"] for g in q.gold)
     assert "synthesized 2 drafts from 2 articles" in r.output
     assert synth.is_file()
+    drafts = [json.loads(x) for x in synth.with_suffix(".drafts.jsonl").read_text("utf-8").splitlines()]
+    assert len(drafts) == 2 and all(d["source"] in split["train"] for d in drafts)
 
 
 def test_build_data_needs_questions_or_synthesize(corpus_index, tmp_path):
