@@ -144,8 +144,13 @@ def lora_targets(cfg: TrainConfig, model) -> list[str]:
     if not targets:
         raise TrainError(f"no default LoRA targets for architecture "
                          f"{model.config.model_type!r}; set target_modules")
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
+    # A target is a module name (q_proj: every layer's) or, as PEFT matches them, the end
+    # of a module path (layers.23.self_attn.q_proj: that layer's only, so a CPU run can
+    # put LoRA on the top layers and back-propagate through those alone).
+    paths = [n for n, _ in model.named_modules()]
+    names = {n.rsplit(".", 1)[-1] for n in paths}
+    missing = [t for t in targets if t not in names
+               and not ("." in t and any(n.endswith("." + t) for n in paths))]
     if missing:
         raise TrainError(f"{cfg.model} has no modules named {', '.join(missing)} to put LoRA "
                          f"on ({model.config.model_type}); set target_modules")

@@ -78,7 +78,7 @@ def _despace(text: str) -> str:
 
 _N = rf"(?:{NUMBER})"
 _CANDIDATE = re.compile(
-    rf"(?P<art>第\s*(?P<an>{_N})\s*条(?:\s*の\s*{_N})*)"
+    rf"(?P<art>第\s*(?P<an>{_N})\s*条(?:\s*の\s*{_N}(?!\s*部))*)"
     rf"|(?P<chap>第\s*{_N}\s*(?:編|章|節|款))"
     r"|(?P<supp>附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?)"
     rf"|(?P<appx>(?:別表|別記|別紙|様式)(?:\s*第?\s*{_N}\s*号?)?)"
@@ -94,8 +94,32 @@ _REF_WORDS = (r"の(?!\s*[0-9一二三四五六七八九十])|に|第\s*[0-9一�
               r"[(][^()]{1,40}[)](?:の|に|中|を|は|が|及び|又は|並びに|若しくは|から|まで|、|,|"
               r"第\s*[0-9一二三四五六七八九十]+\s*[項号])|"
               r"及び|又は|並びに|若しくは|から|まで|を|は|が|、|,|において|により|による|前段|後段|本文")
-REFERENCE_TAIL = re.compile(
-    rf"^(?:{_REF_WORDS}|と[^\s]|中|ただし|以下|関係|で|へ|も|[―\-~〜・])|^\s+(?:{_REF_WORDS})")
+_REFERENCE_TAIL = re.compile(
+    rf"^(?:{_REF_WORDS}|と[^\s]|中|ただし|以下|関係|で|へ|も|[―\-~〜・])|^\s+(?:{_REF_WORDS})"
+    r"|^の\s*一\s*部")           # 「第三条の一部を次のように改正する」: not 第3条の1
+# After a bracket, what makes the article number before it a reference.
+_AFTER_BRACKET = re.compile(r"^(?:の|に|中|を|は|が|及び|又は|並びに|若しくは|から|まで|、|,|"
+                            r"第\s*[0-9一二三四五六七八九十]+\s*[項号])")
+
+
+class _ReferenceTail:
+    """`REFERENCE_TAIL.match(after)`: whether what follows a 第N条 makes it a reference.
+    Beside the patterns, a bracket with brackets inside, closed and followed by の規定
+    and the like: 「第四十三条の二（第三条の規定による…（以下「…」という。）…を含む。）の規定は」."""
+
+    def match(self, after: str):
+        m = _REFERENCE_TAIL.match(after)
+        if m or not after.startswith("("):
+            return m
+        depth = 0
+        for k, c in enumerate(after[:512]):
+            depth += (c == "(") - (c == ")")
+            if depth == 0:
+                return _AFTER_BRACKET.match(after[k + 1:]) if k > 1 else None
+        return None
+
+
+REFERENCE_TAIL = _ReferenceTail()
 # Units after a number that make it a quantity, not a 項 number: 2 年, 3 単位, ...
 _QUANTITY = re.compile(r"^\s*(?:年|月|日|単位|条|項|号|人|名|回|週|時間|科目|円|%|か月|箇月|ヵ月|"
                        r"カ月|ケ月|以上|以下|未満|分|歳|才|部|通|件|点|次|期|学期|セメスター)")
@@ -183,6 +207,10 @@ def _cuts(norm: str, st: _State) -> list[int]:
             supp = re.search(r"附\s*則(?:\s*[(][^()]{1,40}[)])?(?:\s*抄)?\s*$", before[-60:])
             at = offset + len(before) - len(before[-60:]) + supp.start() if supp else 0
             if at > 0 and at not in cuts:
+                continue
+            # 「附則第五十二条」 glued, kanji: a 読替え table's cell naming a 附則 article (a
+            # statute's 附則 heading stands apart: 「附　則」 and 「第一条」).
+            if before.endswith("附則") and not re.match(r"第\s*[0-9]", m.group("art")):
                 continue
             try:
                 number = parse_number(m.group("an"))

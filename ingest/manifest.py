@@ -111,7 +111,8 @@ class Manifest:
         return cls(
             embedder=EmbedderInfo(emb.get("name", str), emb.get("revision", str),
                                   emb.get("dimension", int), emb.get("query_prefix", str),
-                                  emb.get("passage_prefix", str), emb.get("max_tokens", int)),
+                                  emb.get("passage_prefix", str), emb.get("max_tokens", int),
+                                  emb.get("dtype", str, default="float32")),
             documents=documents,
             passages=top.get("passages", int),
             dense=dense,

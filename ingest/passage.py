@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from .japanese import nfkc
 
@@ -23,6 +23,10 @@ class Passage:
     # 附則 of an amending law, "附則[3]" for the third 附則 when it is not named.
     # (article, scope) is unique in a document; the passage id carries both.
     scope: str = ""
+    # The edition it belongs to (rag.retrieval.editions.annotate, when an index is
+    # loaded): title, effective period, how many editions its regulation has. Never
+    # stored in passages.jsonl: periods change when a newer edition is indexed.
+    edition: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -55,7 +59,9 @@ class Passage:
         return nfkc(self.header() + "\n" + self.text)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("edition", None)
+        return d
 
     def citation(self) -> dict:
         """What a citation of this passage shows, in every JSON output (search, ask,
@@ -65,7 +71,7 @@ class Passage:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Passage":
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"edition"}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 

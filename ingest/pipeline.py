@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import bigram, store
+from .editions import EDITIONS_FILE, EditionTable
 from .discover import IGNORE_FILE, SourceFile, discover
 from .display import escape_controls
 from .embedder import DEFAULT_EMBEDDER, EmbedderInfo, LazyEmbedder, resolve_revision
@@ -34,7 +36,7 @@ from .inputs import Inputs, resolve_inputs
 from .loaders import SUPPORTED_SUFFIXES, LoadError, load_document
 from .passage import Passage, content_hash
 from .progress import Progress, track
-from .report import DocumentChange, IngestError, IngestReport
+from .report import DocumentChange, IngestError, IngestReport, article_changes
 from .splitter import SPLITTER_VERSION, analyse_document, change_key
 from .store import DenseInfo, DocumentRecord, Manifest, StoredIndex
 from .title import declared_title
@@ -54,11 +56,13 @@ class IngestSettings:
     passage_prefix: str | None = None
     max_tokens: int | None = None        # None: the embedder's own window
     batch_size: int = 32
+    embed_dtype: str = "auto"            # auto | float32 | bfloat16 (ingest/embedder.py)
     dense: str | None = None             # flat | hnsw: explicit; rebuilds the FAISS index
     default_dense: str = "flat"          # for a new index only
     device: str | None = None
     trust_remote_code: bool = False
     titles: dict[str, str] = field(default_factory=dict)   # [ingest.titles]: path -> title
+    editions: dict = field(default_factory=dict)   # [ingest.editions]: path -> date or table
     max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES      # larger files are not read (None: any)
 
 
@@ -96,13 +100,13 @@ def ingest(paths: list[Path], index_dir: Path, settings: IngestSettings | None =
                                               plan.same_setup else [], plan.embedder.get)
             report.reused = len(new.passages) - report.embedded
             report.notes += notes
-        elif _nothing_to_write(plan, report, inputs):
+        elif _nothing_to_write(plan, report, inputs) and _same_editions(plan, new, req):
             report.reused = len(new.passages)
         else:
             vectors = _embed(req, plan, new.passages)
             report.embedded = vectors.embedded
             report.reused = len(new.passages) - vectors.embedded
-            _write(req, plan, new, vectors, inputs)
+            _write(req, plan, new, vectors, inputs, _editions(req, new))
             report.written = True
     report.seconds = time.perf_counter() - started
     return report
@@ -221,11 +225,9 @@ class _Collection:
         before = {change_key(pid, source): old[self._old_by_id[pid]].text
                   for pid in prev.passages}
         after = {change_key(p.id, source): p.text for p in passages}
-        return DocumentChange(
-            source, "changed", passages=len(passages),
-            added=[k for k in after if k not in before],
-            changed=[k for k in after if k in before and before[k] != after[k]],
-            removed=[k for k in before if k not in after])
+        added, changed, removed = article_changes(before, after)
+        return DocumentChange(source, "changed", passages=len(passages), added=added,
+                              changed=changed, removed=removed)
 
 
 def _collect(req: _Request, plan: _Plan, inputs: Inputs, files: list[SourceFile],
@@ -373,6 +375,9 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
             tokens[i] = old.tokens[tok_cache[k]]
     bar = Progress(len(todo), "embedding", "passage", enabled=req.progress)
     step = max(1, req.settings.batch_size) * 4
+    # Longest first, across the whole run: every batch holds passages of one length, so
+    # little of it is padding (sentence-transformers sorts only within one call).
+    todo.sort(key=lambda i: -len(texts[i]))
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]
         vectors[batch] = model.embed_passages([texts[i] for i in batch])
@@ -386,8 +391,24 @@ def _embed(req: _Request, plan: _Plan, passages: list[Passage]) -> _Vectors:
 
 # --------------------------------------------------------------------------- write
 
+def _editions(req: _Request, new: _Collection) -> EditionTable:
+    """Editions, their periods and 経過措置 (ingest/editions.py), for editions.json."""
+    return EditionTable.build({s: d.title for s, d in new.documents.items()}, new.passages,
+                              req.settings.editions)
+
+
+def _same_editions(plan: _Plan, new: _Collection, req: _Request) -> bool:
+    """The live index's editions.json already says what this run would write."""
+    path = plan.old.path / EDITIONS_FILE if plan.old else None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return False
+    return stored == json.loads(json.dumps(_editions(req, new).to_dict(), ensure_ascii=False))
+
+
 def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors,
-           inputs: Inputs) -> None:
+           inputs: Inputs, editions: EditionTable | None = None) -> None:
     old = plan.old_manifest
     manifest = Manifest(
         created=(old.created if old else None) or _now(), updated=_now(),
@@ -402,7 +423,10 @@ def _write(req: _Request, plan: _Plan, new: _Collection, vectors: _Vectors,
     )
     dense = store.build_dense(vectors.vectors, plan.dense_kind)
     bm25 = store.build_bm25(vectors.tokens)
-    store.write_generation(req.index_dir, manifest, new.passages, vectors.tokens, dense, bm25)
+    extra = {EDITIONS_FILE: editions.to_dict()} if editions is not None else None
+    bigram_bm25 = bigram.build([p.search_text() for p in new.passages])
+    store.write_generation(req.index_dir, manifest, new.passages, vectors.tokens, dense, bm25,
+                           bigram_bm25, extra=extra)
 
 
 def _now() -> str:

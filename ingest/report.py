@@ -12,6 +12,14 @@ class IngestError(RagError):
     """Ingest cannot go on (no documents, --strict with bad files, ...)."""
 
 
+def article_changes(before: dict[str, str], after: dict[str, str]):
+    """(added, changed, removed) article keys between two {key: text} maps, in document
+    order: the article-level change report of a re-ingested document, and `rag diff`'s."""
+    return ([k for k in after if k not in before],
+            [k for k in after if k in before and before[k] != after[k]],
+            [k for k in before if k not in after])
+
+
 @dataclass
 class DocumentChange:
     source: str

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .japanese import (NUMBER, article_label, has_sentence_end, nfkc, parse_number)
 from .layout import Layout, Line
+from .lines import make_line
 from .layout import REFERENCE_TAIL
 from .document import LoadedDocument
 from .passage import Passage, content_hash
@@ -26,7 +27,7 @@ _HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s*の\s*(?:{NU
 # 第42条　本文 / 第42条（除籍）本文 / 第 3 条 / 第42条 (no text); after the layout pass
 # a despaced 「第1条青森…」 too, but never 「第8条に規定する…」 or 「第9条第2項の…」.
 _ARTICLE = re.compile(
-    rf"^第\s*({NUMBER})\s*条((?:\s*の\s*(?:{NUMBER}))*)"
+    rf"^第\s*({NUMBER})\s*条((?:\s*の\s*(?:{NUMBER})(?!\s*部))*)"
     rf"(?:\s*[(]([^()]{{1,30}})[)]\s*(.*)|\s+(.*)|$|(?=[^\s(])(.*))")
 # (A law number 「（昭和三十四年政令第百八十四号）」 under a title is not a caption.)
 _CAPTION = re.compile(r"^[(](?!\s*(?:削\s*除|省\s*略|略)\s*[)])"
@@ -39,7 +40,8 @@ _APPENDIX = re.compile(
 _PARAGRAPH = re.compile(r"^([0-9]+)\s+\S")
 _ITEM_DIGIT = re.compile(r"^([0-9]+)(?:\s+|[.、]\s*)(\S.*)$")
 _ITEM_KANJI = re.compile(r"^([一二三四五六七八九十]+)\s+(\S.*)$")
-_HEAD = re.compile(rf"^第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*")
+# (「第三条の一部」 is part of 第3条, not 第3条の1.)
+_HEAD = re.compile(rf"^第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER})(?!\s*部))*")
 # 「第百三十六条及び第百三十七条　削除」「第十条から第十二条まで　削除」: one heading for
 # several deleted articles, labelled as written (第136条及び第137条).
 _ONE = rf"第\s*(?:{NUMBER})\s*条(?:\s*の\s*(?:{NUMBER}))*"
@@ -229,7 +231,10 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
     current = _Unit("", "", "")     # preamble until the first article
     seen_article = False
     last: dict[str, tuple[int, ...]] = {}   # the last article number read, per scope
-    for ln in lines:
+    lines = _join_deleted_ranges(lines)
+    texts = [i for i, ln in enumerate(lines) if ln.norm]
+    following = {i: lines[j].norm for i, j in zip(texts, texts[1:])}   # the next line's text
+    for index, ln in enumerate(lines):
         norm = ln.norm
         if not norm:
             continue
@@ -280,11 +285,26 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
             # A bare 「第百一条の二」 line (nothing after the number) far ahead of the
             # main numbering is a table cell (a 読替え table names another law's articles;
             # the 附則 of an excerpt, 抄, skip numbers).
+            # Unless the line after it is an article's first sentence (「第二十四条」 then
+            # 「新法施行前…をいう。」: articles missing from an excerpt), which a table cell
+            # (「二億円以下の罰金刑」, 「第百一条の二」) never is.
+            # A kanji number with its text glued to it (「第四百二十三条その他の法令の規定
+            # により」, a reference a line break cut from 「民法（…）」) far ahead too: a
+            # statute heading is followed by a space, a caption or nothing.
             kanji = not re.match(r"^第\s*[0-9]", norm)
-            bare = not norm[_HEAD.match(norm).end():].strip()
+            rest = norm[_HEAD.match(norm).end():]
+            bare = not rest.strip()
+            glued = bool(rest) and not rest[0].isspace() and not re.match(r"[(][^()]{1,30}[)]", rest)
             if (not booklet and caption is None and scope in last and number != (1,) and kanji
-                    and (number <= last[scope] or bare and not scope
-                         and number[0] > last[scope][0] + 3)):
+                    and (number <= last[scope] or glued and number[0] > last[scope][0] + 3
+                         or bare and not scope and number[0] > last[scope][0] + 3
+                         and not _opens_article(following.get(index, "")))):
+                _append_body(current, ln)
+                continue
+            if (not booklet and not supplement and number == (1,) and scope in last and bare
+                    and not _opens_article(following.get(index, ""))):
+                # A bare 「第一条」 after the articles, its next line no sentence (「国家公務員
+                # 共済組合法（以下「法」という」): a 読替え table's cell, not a new regulation.
                 _append_body(current, ln)
                 continue
             units.append(current)
@@ -312,6 +332,36 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
     # A 附則 heading followed by articles leaves an empty "附則" unit: drop it, and
     # drop a preamble that is only the title, dates or a table of contents.
     return [u for u in units if _has_body(u)]
+
+
+# 「第五十五条から第六十三条まで」 on one line and 「削除」 on the next (japan-law's
+# Markdown puts every heading on a line of its own): one deleted range, as if written
+# on one line.
+_RANGE_ONLY = re.compile(rf"^(?:{_ONE}(?:\s*(?:、|,|及び)\s*{_ONE})+|{_ONE}\s*から\s*{_ONE}\s*まで)$")
+_DELETED = re.compile(r"^(?:削\s*除|[(]\s*削\s*除\s*[)])$")
+
+
+def _join_deleted_ranges(lines: list[Line]) -> list[Line]:
+    out: list[Line] = []
+    for ln in lines:
+        prev = next((i for i in range(len(out) - 1, -1, -1) if out[i].norm), None)
+        if (prev is not None and _DELETED.match(ln.norm) and _RANGE_ONLY.match(out[prev].norm)
+                and all(not x.norm for x in out[prev + 1:])):
+            head = out[prev]
+            out[prev] = make_line(f"{head.text.strip()}　{ln.text.strip()}", head.page)
+            continue
+        out.append(ln)
+    return out
+
+
+def _opens_article(norm: str) -> bool:
+    """An article's first sentence: text that ends a sentence outside brackets (not
+    「組合員期間（…をいう。以下同じ。）」, a table cell), not a heading or an amount."""
+    bare = norm
+    while (stripped := re.sub(r"[(][^()]*[)]|「[^「」]*」", "", bare)) != bare:
+        bare = stripped
+    return (has_sentence_end(bare) and not _HEAD.match(norm)
+            and not re.match(r"^[0-9〇一二三四五六七八九十百千万]+(?:分の|円|年|月|日|%)", norm))
 
 
 def _numbers(head: str) -> tuple[int, ...]:

@@ -3,7 +3,8 @@
     INDEX_DIR/
       CURRENT              name of the live generation (replaced with os.replace)
       .lock                held by the one ingest that may write
-      gen-<time>-<pid>/    manifest.json, passages.jsonl, tokens.jsonl, dense.faiss, bm25/
+      gen-<time>-<pid>/    manifest.json, passages.jsonl, tokens.jsonl, dense.faiss, bm25/,
+                           bm25_bigram/ (ingest/bigram.py; absent in older indexes)
 
 Readers follow CURRENT, so a crash or kill at any point of an ingest leaves the
 previous generation loadable; every ingest first removes what a killed one left
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bigram
 from .manifest import (FORMAT_NAME, FORMAT_VERSION, DenseInfo, DocumentRecord, IndexLocked,
                        IndexStoreError, Manifest)
 from .passage import Passage
@@ -49,6 +51,7 @@ class StoredIndex:
     tokens: list[list[str]] | None    # None unless loaded with_tokens
     dense: "object"            # faiss.Index
     bm25: "object"             # bm25s.BM25
+    bm25_bigram: "object" = None   # bm25s.BM25 over character bigrams; None: not stored
 
     def vectors(self) -> np.ndarray:
         """All stored vectors, in passage order (FAISS flat and HNSW both reconstruct)."""
@@ -115,6 +118,7 @@ def _load_generation(index_dir: Path, gen: Path | None, with_tokens: bool) -> St
             encoding="utf-8").splitlines()] if with_tokens else None
         dense = faiss.read_index(str(gen / "dense.faiss"))
         bm25 = bm25s.BM25.load(str(gen / "bm25"), show_progress=False) if passages else None
+        bigram_bm25 = bigram.load(gen) if passages else None
     except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise IndexStoreError(f"index at {gen} is damaged ({e}); run `rag ingest` again") from None
     if len(passages) != dense.ntotal or (tokens is not None and len(tokens) != len(passages)):
@@ -123,7 +127,7 @@ def _load_generation(index_dir: Path, gen: Path | None, with_tokens: bool) -> St
                               f"{dense.ntotal} vectors")
     if manifest.dense and manifest.dense.ef_search is not None and hasattr(dense, "hnsw"):
         dense.hnsw.efSearch = manifest.dense.ef_search
-    return StoredIndex(gen, manifest, passages, tokens, dense, bm25)
+    return StoredIndex(gen, manifest, passages, tokens, dense, bm25, bigram_bm25)
 
 
 def build_dense(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32):
@@ -153,10 +157,12 @@ def build_bm25(tokens: list[list[str]]):
 
 
 def write_generation(index_dir: Path, manifest: Manifest, passages: list[Passage],
-                     tokens: list[list[str]], dense, bm25) -> Path:
+                     tokens: list[list[str]], dense, bm25, bigram_bm25=None, *,
+                     extra: dict | None = None) -> Path:
     """Write a complete new generation, then point CURRENT at it atomically. A write
     that fails (no space left, no permission) removes what it wrote and says which path
-    and why; the live generation is untouched."""
+    and why; the live generation is untouched. `extra`: file name -> JSON-ready object
+    written beside the manifest (editions.json)."""
     import faiss
 
     name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -171,6 +177,10 @@ def write_generation(index_dir: Path, manifest: Manifest, passages: list[Passage
         faiss.write_index(dense, str(tmp / "dense.faiss"))
         if bm25 is not None:
             bm25.save(str(tmp / "bm25"), show_progress=False)
+        if bigram_bm25 is not None:
+            bigram.save(bigram_bm25, tmp)
+        for file, obj in (extra or {}).items():
+            _write_lines(tmp / file, [json.dumps(obj, ensure_ascii=False, indent=1)])
         # The manifest is written last: a generation without one is never read.
         _write_lines(tmp / "manifest.json",
                      [json.dumps(manifest.to_dict(), ensure_ascii=False, indent=1)])

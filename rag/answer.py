@@ -114,7 +114,11 @@ class Answerer:
     place for evidence, citation and number checks): each takes (answer, prepared) and
     returns the answer, changed or not. `precheck(question, hits, retriever)`: run after
     retrieval, before the prompt is built (rag.trust.Trust.before); a PreCheck whose
-    decision abstains means nothing is generated."""
+    decision abstains means nothing is generated.
+
+    `system`: text added to the prompt's instruction (a /v1 system message; set on a
+    copy, `using`), None for the project's prompt unchanged."""
+    system: str | None = None
 
     def __init__(self, generator: Generator, retriever=None, *, k: int = 5,
                  mode: str = "hybrid", min_score: float | None = None,
@@ -148,7 +152,7 @@ class Answerer:
         history = list(history)
         tok = self.generator.tokenizer
         while history and self.generator.count_tokens(
-                render(tok, question, [], history)) > self.budget() // 2:
+                render(tok, question, [], history, self.system)) > self.budget() // 2:
             history.pop(0)
         return history
 
@@ -157,10 +161,10 @@ class Answerer:
         """The prompt and the sources it carries, never over the budget."""
         tok = self.generator.tokenizer
         if sources is None:
-            return render(tok, question, None, history), []
+            return render(tok, question, None, history, self.system), []
 
         def fits(chosen: list[Source]) -> bool:
-            prompt = render(tok, question, [s.context() for s in chosen], history)
+            prompt = render(tok, question, [s.context() for s in chosen], history, self.system)
             return self.generator.count_tokens(prompt) <= self.budget()
 
         chosen = pack(sources, fits, self.retriever, self.follow_references)
@@ -168,7 +172,7 @@ class Answerer:
             # Under a tight budget the best article may not fit whole: its opening
             # sentences beat abstaining for want of room.
             chosen = [s for s in [shorten(sources[0], fits)] if s]
-        prompt = render(tok, question, [s.context() for s in chosen], history)
+        prompt = render(tok, question, [s.context() for s in chosen], history, self.system)
         if self.generator.count_tokens(prompt) > self.budget():
             raise AnswerError(f"the question and conversation alone exceed the prompt budget "
                              f"({self.budget()} tokens)")

@@ -4,7 +4,9 @@
   項, page, score, the article that cited it): evaluation rows carry this.
 - `source_json(source, n)`: an answer's source, the same everywhere an answer is given
   (`rag ask --json`, /api/ask, /v1/chat/completions, the feedback database): the
-  citation plus its number, label, text and passage id.
+  citation plus its number, label, heading (章/節, or a prose passage's section: what
+  labels a passage without an article), text, passage id and `edition` (title,
+  effective from/to: rag.retrieval.editions).
 - `cited_as(label, via)`: 第42条（除籍） or 第8条（第42条から参照）, as the prompt and
   the lists below write it.
 - `grounds_heading(abstained)`, `citation_parts(source_json)`: the lines `rag ask` prints
@@ -31,8 +33,11 @@ def citation_json(source: "Source") -> dict:
 
 
 def source_json(source: "Source", n: int) -> dict:
+    from .retrieval.editions import edition_json
+
     p = source.passage
-    return {"n": n, **citation_json(source), "label": p.label, "text": p.text, "id": p.id}
+    return {"n": n, **citation_json(source), "label": p.label, "heading": p.heading,
+            "text": p.text, "id": p.id, "edition": edition_json(p)}
 
 
 def sources_json(sources: list["Source"]) -> list[dict]:

@@ -58,11 +58,11 @@ COMMAND_GROUP = "rag.commands"     # entry points: register_commands(cli) functi
 
 
 def _register() -> None:
-    from .commands import answer, evaluation, index, models, serve, slurm
+    from .commands import answer, editions, evaluation, index, models, serve, slurm
 
     for command in (index.ingest, index.search, index.inspect, answer.ask, answer.chat,
-                    evaluation.eval, evaluation.calibrate, slurm.slurm, models.models, serve.serve,
-                    serve.feedback):
+                    evaluation.eval, evaluation.calibrate, slurm.slurm, models.models,
+                    serve.serve, serve.feedback, editions.diff):
         cli.add_command(command)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         entry.load()(cli)

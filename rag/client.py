@@ -151,30 +151,35 @@ class Client:
         return self.json("GET", "/healthz")
 
     def search(self, question: str, *, k: int | None = None,
-               mode: str | None = None) -> list[dict]:
-        """What `rag search --json` prints, from GET /api/search."""
-        query = {"q": question, **({"k": k} if k else {}), **({"mode": mode} if mode else {})}
+               mode: str | None = None, **editions) -> list[dict]:
+        """What `rag search --json` prints, from GET /api/search. `editions`: as_of,
+        entry_year, all_editions (rag.retrieval.editions)."""
+        query = {"q": question, **({"k": k} if k else {}), **({"mode": mode} if mode else {}),
+                 **{key: str(v).lower() if isinstance(v, bool) else v
+                    for key, v in editions.items() if v}}
         hits = self.json("GET", "/api/search?" + urlencode(query))
         if not isinstance(hits, list):
             raise ServerError(f"{self.url}/api/search: expected a list of passages")
         return hits
 
     def ask(self, question: str, *, max_new_tokens: int | None = None,
-            retrieval: bool = True) -> dict:
-        """The object `rag ask --json` prints (plus the server's `id`, `index_generation`)."""
+            retrieval: bool = True, editions: dict | None = None) -> dict:
+        """The object `rag ask --json` prints (plus the server's `id`, `index_generation`).
+        `editions`: {as_of, entry_year, all_editions} fields of the request."""
         answer = self.json("POST", "/api/ask", self._ask_body(question, max_new_tokens,
-                                                                retrieval, False))
+                                                                retrieval, False, editions))
         if not isinstance(answer, dict) or "answer" not in answer:
             raise ServerError(f"{self.url}/api/ask: the answer has no 'answer' field")
         return answer
 
     def ask_stream(self, question: str, *, max_new_tokens: int | None = None,
                    retrieval: bool = True, on_text: Callable[[str], None] | None = None,
-                   on_sources: Callable[[dict], None] | None = None) -> dict:
+                   on_sources: Callable[[dict], None] | None = None,
+                   editions: dict | None = None) -> dict:
         """Streams the answer's text to `on_text` as the server generates it; returns the
         whole answer object (the `done` event). Leaving early (Ctrl-C, an exception in a
         callback) closes the connection, and the server stops generating."""
-        body = self._ask_body(question, max_new_tokens, retrieval, True)
+        body = self._ask_body(question, max_new_tokens, retrieval, True, editions)
         response = self.request("POST", "/api/ask", body, accept="text/event-stream")
         done = None
         try:
@@ -202,8 +207,8 @@ class Client:
         return done
 
     @staticmethod
-    def _ask_body(question, max_new_tokens, retrieval, stream) -> dict:
-        body: dict = {"question": question, "stream": stream}
+    def _ask_body(question, max_new_tokens, retrieval, stream, editions=None) -> dict:
+        body: dict = {"question": question, "stream": stream, **(editions or {})}
         if max_new_tokens:
             body["max_new_tokens"] = max_new_tokens
         if not retrieval:

@@ -64,6 +64,7 @@ def build_retriever(cfg: Config, index_dir: Path | None = None, mode: str | None
                           trust_remote_code=cfg.ingest.trust_remote_code,
                           thesaurus=cfg.search.thesaurus if expand else None,
                           bm25_weight=cfg.search.bm25_weight,
+                          bigram_weight=cfg.search.bigram_weight,
                           query_encoder=cfg.search.query_encoder)
     if warm:
         retriever.warm(pick(mode, cfg.search.mode))
@@ -196,7 +197,10 @@ def build_answerer(cfg: Config, model: ModelOptions, answer: AnswerOptions, *,
     # Evidence, citations, the numeric check and the index's calibrated abstention decision
     # (INDEX/abstention.json) on every answer (rag/trust.py).
     trust = Trust(strict_grounding=pick(answer.strict_grounding, cfg.generate.strict_grounding))
+    from .retrieval.editions import note_finisher
+
     return Answerer(generator, retriever, k=pick(answer.k, cfg.search.k), mode=mode,
                     min_score=pick(answer.min_score, cfg.generate.min_score), options=options,
                     context_tokens=pick(answer.context_tokens, cfg.generate.context_tokens),
-                    finishers=[trust], precheck=trust.before)
+                    # the edition note last: it says which edition the checked answer rests on
+                    finishers=[trust, note_finisher], precheck=trust.before)

@@ -118,28 +118,38 @@ def context_input(question: str, passages: Sequence[ContextPassage],
     return f"{format_context(passages)}\n\n質問: {format_question(question, history)}"
 
 
+def with_system(instruction: str, system: str | None) -> str:
+    """The instruction, followed by a caller's own system text when there is one (a
+    system message of /v1/chat/completions); without one, exactly the instruction."""
+    system = neutralise(system).strip() if system else ""
+    return f"{instruction}\n{system}" if system else instruction
+
+
 def build_prompt(question: str, passages: Sequence[ContextPassage] | None,
-                 history: Sequence[Turn] = ()) -> str:
+                 history: Sequence[Turn] = (), system: str | None = None) -> str:
     """The answering prompt, ending where the model's answer begins.
 
     `passages=None` is the no-retrieval condition (the model alone); an empty list
-    still shows an (empty) context block, as retrieval found nothing.
+    still shows an (empty) context block, as retrieval found nothing. `system`: text
+    added to the instruction (the prompt is otherwise unchanged).
     """
     if passages is None:
         return instruction_prompt(
-            f"{INSTRUCTION_NO_CONTEXT}\n\n質問: {format_question(question, history)}")
-    return instruction_prompt(INSTRUCTION_WITH_CONTEXT, context_input(question, passages, history))
+            f"{with_system(INSTRUCTION_NO_CONTEXT, system)}\n\n質問: "
+            f"{format_question(question, history)}")
+    return instruction_prompt(with_system(INSTRUCTION_WITH_CONTEXT, system),
+                              context_input(question, passages, history))
 
 
 def build_messages(question: str, passages: Sequence[ContextPassage] | None,
-                   history: Sequence[Turn] = ()) -> list[dict]:
+                   history: Sequence[Turn] = (), system: str | None = None) -> list[dict]:
     """The same content as chat messages, for models that ship a chat template."""
     if passages is None:
-        return [{"role": "system", "content": INSTRUCTION_NO_CONTEXT},
+        return [{"role": "system", "content": with_system(INSTRUCTION_NO_CONTEXT, system)},
                 *_history_messages(history), {"role": "user", "content": question.strip()}]
     # The same user text as the instruction template's input block, so an adapter
     # trained on build-data rows (instruction + input) sees exactly this layout.
-    return [{"role": "system", "content": INSTRUCTION_WITH_CONTEXT},
+    return [{"role": "system", "content": with_system(INSTRUCTION_WITH_CONTEXT, system)},
             *_history_messages(history),
             {"role": "user", "content": context_input(question, passages)}]
 
@@ -152,12 +162,14 @@ def _history_messages(history: Sequence[Turn]) -> list[dict]:
 
 
 def render(tokenizer, question: str, passages: Sequence[ContextPassage] | None,
-           history: Sequence[Turn] = ()) -> str:
-    """The prompt text for this tokenizer: its chat template if it has one."""
+           history: Sequence[Turn] = (), system: str | None = None) -> str:
+    """The prompt text for this tokenizer: its chat template if it has one. `system`:
+    a caller's extra instruction (None: the prompt of PROMPT_VERSION, unchanged)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(build_messages(question, passages, history),
+        return tokenizer.apply_chat_template(build_messages(question, passages, history,
+                                                            system),
                                              tokenize=False, add_generation_prompt=True)
-    return build_prompt(question, passages, history)
+    return build_prompt(question, passages, history, system)
 
 
 def render_instruction(tokenizer, instruction: str, input: str | None = None) -> str:

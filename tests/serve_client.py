@@ -13,14 +13,21 @@ import urllib.request
 
 class LiveServer:
     def __init__(self, app):
+        """`app` from rag.serve.app.create_app, run with the uvicorn configuration `rag
+        serve` uses (rag.serve.server: proxy headers, timeouts) for its settings."""
         import uvicorn
+
+        from rag.serve.server import uvicorn_config
 
         self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+        state = getattr(getattr(app, "state", None), "rag", None)
+        settings = state.settings if state is not None else app.settings
+        self.server = uvicorn.Server(uvicorn_config(app, settings,
+                                                    log_level="warning", lifespan="on",
                                                     timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)

@@ -144,3 +144,72 @@ def test_labels_are_unique_per_scope_on_every_document_of_the_corpus():
         if repeated or any("more than once" in w for w in a.warnings):
             bad[str(path)] = repeated
     assert not bad
+
+
+# ---- japan-law layout (headings alone on their line, text on the next; issue 19) ----
+
+def test_a_deleted_range_with_its_deletion_on_the_next_line_is_one_article():
+    text = ("特許法\n第五十四条\n審査を中止することができる。\n第五十五条から第六十三条まで\n削除\n"
+            "第六十四条\n特許庁長官は、出願公開をしなければならない。\n")
+    assert _articles(text) == ["第54条", "第55条から第63条まで", "第64条"]
+
+
+def test_a_bare_heading_ahead_of_the_numbering_is_an_article_when_a_sentence_follows():
+    # Articles missing from the text (an excerpt): 第二十四条 comes after 第二十条.
+    text = ("漁業法施行法\n第二十条\n漁業財団抵当法の一部を次のように改正する。\n"
+            "第二十四条\n新法施行前の漁業権については、なお従前の例による。\n"
+            "第二十五条\nこの法律は、公布の日から施行する。\n")
+    assert _articles(text) == ["第20条", "第24条", "第25条"]
+
+
+def test_table_cells_that_are_article_numbers_are_no_articles():
+    # A 両罰規定 table (「第五十五条」 beside its fine), a cell whose text is no sentence
+    # outside brackets, and a 読替え table's bare 「第一条」: not articles, not a new
+    # regulation of a booklet.
+    text = ("政令\n第一条\nこの政令は、公布の日から施行する。\n"
+            "第二条\n法人の代表者は、次の各号に掲げる規定の区分に応じ、当該各号に定める罰金刑を科する。\n"
+            "第九条\n二億円以下の罰金刑\n"
+            "第五十四条\n組合員期間（法第三十八条に規定する組合員期間をいう。以下同じ。）\n"
+            "第一条\n国家公務員共済組合法（以下「法」という\n"
+            "第三条\nこの政令の規定は、法の施行の日から適用する。\n")
+    ps = split_document(_doc(text), "law.txt")
+    assert [(p.scope, p.article) for p in ps] == [("", "第1条"), ("", "第2条"), ("", "第3条")]
+    assert "第五十四条\n組合員期間" in ps[1].text and "国家公務員共済組合法" in ps[1].text
+
+
+def test_a_reference_cut_from_its_law_name_by_a_line_break_is_no_heading():
+    # 「民法（…）第四百二十三条その他の法令の規定により」 broken after the law number;
+    # a table cell 「第七十二条の三（第七十二条の四から…まで」 with its bracket unclosed.
+    text = ("建設機械登記令\n第七条\n申請情報の内容は、次に掲げる事項とする。\n民法\n"
+            "（明治二十九年法律第八十九号）\n第四百二十三条その他の法令の規定により他人に代わつて登記を申請するときは、その旨\n"
+            "第七十二条の三（第七十二条の四から第七十二条の六まで\n読み替えられた字句\n"
+            "第八条\n登記の申請をする場合には、次に掲げる情報を提供しなければならない。\n")
+    assert _articles(text) == ["第7条", "第8条"]
+
+
+def test_an_article_number_with_a_nested_bracket_and_the_reference_after_it_is_no_heading():
+    text = ("特許法等の一部を改正する法律\n第二条\n"
+            "第一条の規定による改正後の特許法（以下「新特許法」という。）第四十三条の二（第三条の規定による"
+            "改正後の実用新案法（以下「新実用新案法」という。）第十一条第一項において準用する場合を含む。）"
+            "の規定は、発効日前にされた特許出願については、適用しない。\n"
+            "第四十三条の二（第三条の規定による改正後の実用新案法（以下「新実用新案法」という。）第十一条第一項"
+            "において準用する場合を含む。）の規定は、適用しない。\n"
+            "第三条\nこの法律の施行の際現に係属している特許出願については、なお従前の例による。\n")
+    ps = split_document(_doc(text), "law.txt")
+    assert [p.article for p in ps] == ["第2条", "第3条"]
+    assert "新特許法」という。）第四十三条の二（" in ps[0].text
+
+
+def test_a_supplementary_article_named_in_a_table_cell_is_no_supplementary_provision():
+    text = ("国民年金法施行令\n第一条\n法の規定による額は、次の表のとおりとする。\n"
+            "法律第三十四号\n附則第五十二条\n合算した額\n"
+            "第二条\nこの政令は、公布の日から施行する。\n")
+    ps = split_document(_doc(text), "law.txt")
+    assert [(p.scope, p.article) for p in ps] == [("", "第1条"), ("", "第2条")]
+    assert "附則第五十二条" in ps[0].text
+
+
+def test_part_of_an_article_at_a_line_start_is_no_branch_article():
+    text = ("改正令\n第一条\n次の政令の一部を次のように改正する。\n"
+            "第三条の一部を次のように改正する。\n第二条\nこの政令は、公布の日から施行する。\n")
+    assert _articles(text) == ["第1条", "第2条"]

@@ -149,7 +149,19 @@ def test_concurrent_questions_get_their_own_vectors(tiny_embedder):
     from concurrent.futures import ThreadPoolExecutor
 
     encoder = NumpyQueryEncoder.load(str(tiny_embedder))
-    expected = encoder.encode(QUESTIONS)
+    expected = np.stack([encoder.encode([q])[0] for q in QUESTIONS])
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda i: encoder.encode([QUESTIONS[i % 5]])[0], range(40)))
     assert all(np.array_equal(v, expected[i % 5]) for i, v in enumerate(got))
+
+
+def test_a_batch_is_encoded_in_one_pass_with_the_same_vectors(tiny_embedder):
+    """`rag search --queries`: the questions' tokens packed into one matrix
+    (rag/retrieval/query_batch.py) give the vectors of one question at a time (float rounding
+    aside), for questions of different lengths."""
+    encoder = NumpyQueryEncoder.load(str(tiny_embedder))
+    questions = QUESTIONS + ["除籍", "休学の期間は通算して何年まで認められますか。" * 3]
+    one = np.stack([encoder.encode([q])[0] for q in questions])
+    batch = encoder.encode(questions)
+    assert batch.shape == one.shape
+    assert np.allclose(batch, one, atol=1e-5), np.abs(batch - one).max()

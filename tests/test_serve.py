@@ -7,6 +7,8 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
@@ -93,8 +95,8 @@ def test_ask_json_is_rag_ask_json_plus_id(served):
         assert answer["timings"][key] is not None
     source = answer["sources"][0]
     assert {"n", "source", "title", "article", "caption", "paragraph", "page", "score",
-            "cross_reference_from", "label", "text", "id", "rests_on"} <= set(source) and \
-        source["n"] == 1
+            "cross_reference_from", "label", "heading", "text", "id", "rests_on"} <= set(source) \
+        and source["n"] == 1
     # The same answer `rag ask` gives: greedy, through the same answering path.
     from rag.trust import Trust
     retriever, _ = served.engine.index.current()
@@ -141,10 +143,14 @@ def test_ask_streams_tokens_then_sources_then_done(served):
     assert stream.response.getheader("Content-Type").startswith("text/event-stream")
     events = list(stream)
     kinds = [k for k, _ in events]
-    assert kinds[-2:] == ["sources", "done"] and set(kinds[:-2]) == {"token"}
+    # The passages first (retrieval is done before generation starts), then the text.
+    assert kinds[0] == "sources" and kinds[-1] == "done" and set(kinds[1:-1]) == {"token"}
     done = events[-1][1]
     assert "".join(d["text"] for k, d in events if k == "token").strip() == done["answer"]
-    assert events[-2][1] == {"abstained": done["abstained"], "sources": done["sources"]}
+    early = events[0][1]
+    assert early["abstained"] == done["abstained"]
+    assert [s["id"] for s in early["sources"]] == [s["id"] for s in done["sources"]]
+    assert all(s["heading"] is not None for s in early["sources"])
     assert done["id"] and done["index_generation"] == served.engine.index.generation
 
 
@@ -214,12 +220,54 @@ def test_limits(served, monkeypatch):
     assert status == 429 and int(headers["Retry-After"]) > 0 and "error" in json.loads(body)
 
 
+def test_ask_takes_history_validated_and_bounded(served, monkeypatch):
+    """`history` reaches the Answerer (a follow-up is retrieved with its subject); a
+    malformed or oversized history is refused with the field named."""
+    seen = []
+    prepare = served.engine.prepare
+    monkeypatch.setattr(served.engine, "prepare",
+                        lambda q, history=(), **kw: seen.append(list(history)) or
+                        prepare(q, history, **kw))
+    turn = {"question": QUESTION, "answer": "いいえ、直ちには除籍されません。" * 500}
+    status, answer = _ask(served, question="それは延長できますか？", history=[turn])
+    assert status == 200, answer
+    from rag.prompt import Turn
+    limit = 4 * served.settings.max_question_chars
+    assert seen[-1] == [Turn(QUESTION, turn["answer"][:limit])]
+    assert _ask(served, history=[])[0] == 200 and seen[-1] == []
+    short = {"question": "休学できますか？", "answer": "できます。"}
+    for bad in ("x", [{"question": 1, "answer": ""}], [["q", "a"]], [short] * 21):
+        status, out = _ask(served, history=bad)
+        assert status == 400 and "history" in out["error"], (bad, out)
+    lone = b'{"question": "x", "history": [{"question": "\\ud800", "answer": ""}]}'
+    req = urllib.request.Request(served.url + "/api/ask", data=lone,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        status = 200
+    except urllib.error.HTTPError as e:
+        status, body = e.code, json.loads(e.read())
+    assert status == 400 and "history[0]" in body["error"]
+    long_q = {"question": "あ" * (served.settings.max_question_chars + 1), "answer": ""}
+    status, out = _ask(served, history=[long_q])
+    assert status == 422 and "history[0].question" in out["error"]
+
+
+def test_the_page_is_told_the_question_limit(served, monkeypatch):
+    monkeypatch.setattr(served.settings, "max_question_chars", 321)
+    status, headers, page = with_headers(served.url + "/")
+    assert status == 200 and 'data-max-question-chars="321"' in page
+    assert headers["Content-Type"].startswith("text/html")
+
+
 def test_disconnect_stops_generation_and_a_full_queue_says_503(served, monkeypatch):
     engine = served.engine
     monkeypatch.setattr(engine.generator, "stop_ids", [])     # never ends early by chance
     stream = EventStream(served.port, "/api/ask",
                          {"question": QUESTION, "max_new_tokens": CAP, "stream": True})
-    assert next(iter(stream))[0] == "token"          # the worker is busy with it now
+    events = iter(stream)
+    assert next(events)[0] == "sources"              # retrieval done
+    assert next(events)[0] == "token"                # the worker is busy with it now
     monkeypatch.setattr(engine.worker._queue, "maxsize", 1)
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(_ask, served, max_new_tokens=2)

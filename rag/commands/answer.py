@@ -10,6 +10,7 @@ from ..citations import OTHERS_HEADING, citation_parts, grounds_heading, other
 from ..config import DTYPES, MODES
 from ..factory import AnswerOptions, ModelOptions, build_answerer, pick
 from .common import config, dim_log, echo_json
+from .editions import edition_options, server_fields
 
 
 def generation_options(f):
@@ -161,10 +162,11 @@ def _ignored_with_server(ctx, names: list[str]) -> None:
               "sources: [{n, source, article, score, rests_on, ...}], evidence, "
               "citations_attached, grounding, needs_check, abstention, strict_replaced, "
               "timings} instead of streaming.")
+@edition_options
 @server_option
 @click.pass_context
 def ask(ctx, question, model_options, answer_options, no_retrieval, show_context, as_json,
-        server):
+        server, editions):
     """Answer QUESTION from the regulations, citing the articles used.
 
     The answer streams as it is generated, then its grounds are listed. When nothing
@@ -179,11 +181,13 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
                                    "allow_pickle", "trust_remote_code", "show_context",
                                    "context_tokens", "strict", "strict_grounding"])
         _ask_server(server, cfg.api_token, question, answer_options.max_new_tokens,
-                    not no_retrieval, as_json)
+                    not no_retrieval, as_json, server_fields(editions))
         return
+    from ..retrieval.editions import with_editions
+
     log = (lambda s: None) if as_json else dim_log
-    answerer = build_answerer(cfg, model_options, answer_options,
-                              retrieval=not no_retrieval, log=log)
+    answerer = with_editions(build_answerer(cfg, model_options, answer_options,
+                                            retrieval=not no_retrieval, log=log), editions)
     stream = None if as_json else (lambda t: click.echo(t, nl=False))
     answer = answerer.ask(question, retrieval=not no_retrieval, on_text=stream)
     if as_json:
@@ -202,7 +206,7 @@ def ask(ctx, question, model_options, answer_options, no_retrieval, show_context
 
 
 def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int | None,
-                retrieval: bool, as_json: bool) -> None:
+                retrieval: bool, as_json: bool, editions: dict | None = None) -> None:
     """`rag ask --server`: the same output as answering here, from `rag serve`."""
     from ..client import Client
 
@@ -210,10 +214,11 @@ def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int 
         raise click.UsageError("the question is empty")
     client = Client(url, token=token)
     if as_json:
-        echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval))
+        echo_json(client.ask(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
+                             editions=editions))
         return
     answer = client.ask_stream(question, max_new_tokens=max_new_tokens, retrieval=retrieval,
-                               on_text=lambda t: click.echo(t, nl=False))
+                               on_text=lambda t: click.echo(t, nl=False), editions=editions)
     click.echo()
     print_answer_notes(answer)
     timings = dict(answer.get("timings") or {})
@@ -222,8 +227,9 @@ def _ask_server(url: str, token: str | None, question: str, max_new_tokens: int 
 
 @click.command()
 @generation_options
+@edition_options
 @click.pass_context
-def chat(ctx, model_options, answer_options):
+def chat(ctx, model_options, answer_options, editions):
     """Talk with the model about the regulations; it is loaded once.
 
     \b
@@ -235,7 +241,10 @@ def chat(ctx, model_options, answer_options):
     from ..prompt import Turn
     from ..errors import RagError
 
-    answerer = build_answerer(config(ctx), model_options, answer_options, log=dim_log)
+    from ..retrieval.editions import with_editions
+
+    answerer = with_editions(build_answerer(config(ctx), model_options, answer_options,
+                                            log=dim_log), editions)
     click.echo("規程について質問してください。/sources 根拠  /reset 会話を消去  /quit 終了")
     history: list[Turn] = []
     last = None

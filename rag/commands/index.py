@@ -14,6 +14,7 @@ from ..config import DENSE_KINDS, MODES
 from ..factory import build_retriever, pick
 from .answer import server_option
 from .common import config, echo_json
+from .editions import edition_options, inspect_editions, server_fields
 
 
 @click.command()
@@ -77,6 +78,7 @@ def ingest(ctx, paths, index_dir, embedder, query_prefix, passage_prefix, max_to
         max_tokens=pick(max_tokens, cfg.ingest.max_tokens), batch_size=pick(batch_size, cfg.ingest.batch_size),
         dense=dense, default_dense=cfg.ingest.dense, device=pick(device, cfg.ingest.device),
         trust_remote_code=cfg.ingest.trust_remote_code, titles=cfg.ingest.titles,
+        editions=cfg.ingest.editions,
         max_file_bytes=int(cfg.ingest.max_file_mb * 1_000_000) or None)
     if explain:
         _explain(paths or _recorded_inputs(index_dir) or [Path(p) for p in cfg.ingest.paths],
@@ -138,14 +140,19 @@ def _explain(paths, titles: dict[str, str], as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True,
+@click.argument("files", nargs=-1,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--editions", "editions", is_flag=True, help="Instead of FILES: the index's "
+              "regulations with several editions, each edition's period and where its date "
+              "comes from, and each 経過措置 with its sentence and the rule read from it.")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --editions: the index [config: index].")
 @click.option("--brief", is_flag=True, help="Summary only, without the list of articles.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file: title and "
               "where it came from, structure, articles (label, caption, page, first "
               "characters), share of the text inside articles, dropped lines, warnings.")
 @click.pass_context
-def inspect(ctx, files, brief, as_json):
+def inspect(ctx, files, editions, index_dir, brief, as_json):
     """Show how a document is read: title, articles found, page furniture dropped.
 
     \b
@@ -160,6 +167,11 @@ def inspect(ctx, files, brief, as_json):
     from ingest.document import LoadError
     from ingest.pipeline import declared_title
 
+    if editions:
+        inspect_editions(ctx, index_dir, as_json)
+        return
+    if not files:
+        raise click.UsageError("give FILES to inspect, or --editions")
     cfg = config(ctx)
     failed = False
     for f in files:
@@ -221,10 +233,11 @@ def _print_hits(query: str, hits: list[dict], full: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON: a list of {rank, score, source, "
               "article, heading, text, ...} (score: the mode's, see above); with --queries "
               "one object a line: {query, id, results}.")
+@edition_options
 @server_option
 @click.pass_context
 def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no_expand, full,
-           as_json, server):
+           as_json, server, editions):
     """Find the passages of the regulations that answer QUESTION.
 
     The score shown is the mode's own: in hybrid mode (the default) the reciprocal
@@ -249,7 +262,8 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
         _ignored_with_server(ctx, ["index_dir", "embedder", "device", "no_expand"])
         client = Client(server, token=cfg.api_token)
         # k and mode go only when given: otherwise the server's settings apply.
-        results = [client.search(q["query"], k=k, mode=mode) for q in queries]
+        results = [client.search(q["query"], k=k, mode=mode, **server_fields(editions))
+                   for q in queries]
         _print_results(queries, results, as_json, bool(queries_file), full)
         return
     k, mode = pick(k, cfg.search.k), pick(mode, cfg.search.mode)
@@ -257,7 +271,8 @@ def search(ctx, question, index_dir, k, mode, queries_file, embedder, device, no
     retriever = build_retriever(cfg, index_dir, mode,
                                 embedder=embedder or os.environ.get("RAG_EMBEDDER"),
                                 device=device, expand=not no_expand)
-    results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode)
+    results = retriever.search_many([q["query"] for q in queries], k=k, mode=mode,
+                                    editions=editions)
     _print_results(queries, [[h.to_json() for h in hits] for hits in results], as_json,
                    bool(queries_file), full)
 

@@ -35,6 +35,15 @@ from .common import config, dim_log
 @click.option("--rate-per-minute", type=click.FloatRange(0), help="Requests per minute per "
               "client address on /api and /v1, after a burst of serve.rate_burst; 429 "
               "beyond; 0 = no limit [config: serve.rate_per_minute; default 30].")
+@click.option("--forwarded-allow-ips", help="Comma-separated addresses or networks of reverse "
+              "proxies whose X-Forwarded-For is believed (the rate limits then count the "
+              "proxy's clients) [config: serve.forwarded_allow_ips; env "
+              "RAG_FORWARDED_ALLOW_IPS; default none: the header is ignored].")
+@click.option("--allowed-hosts", help="Comma-separated Host names answered (\".example.ac.jp\" "
+              "with subdomains, \"*\" any); others get 400 [config: serve.allowed_hosts; "
+              "default localhost, 127.0.0.1, ::1 when bound to loopback, else any].")
+@click.option("--model-name", help="The model's name in /v1 answers and /v1/models [config: "
+              "serve.model_name; default the Hugging Face id, or a local directory's name].")
 @click.option("--no-retrieval", is_flag=True, help="Serve the model alone (no index): an "
               "OpenAI-compatible generation server for another `rag` (whose rag.toml then "
               "sets [generate] backend = \"openai\", api = \"chat\"); requests are answered "
@@ -43,7 +52,8 @@ from .common import config, dim_log
               default="info", show_default=True, help="Server log detail (stderr).")
 @click.pass_context
 def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_size,
-          batch_wait_ms, queue_size, timeout_s, rate_per_minute, no_retrieval, log_level):
+          batch_wait_ms, queue_size, timeout_s, rate_per_minute, forwarded_allow_ips,
+          allowed_hosts, model_name, no_retrieval, log_level):
     """Answer students over HTTP: a Japanese question page at /, the JSON API and an
     OpenAI-compatible /v1/chat/completions (docs/serve-api.md).
 
@@ -56,22 +66,37 @@ def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_siz
 
     \b
     When RAG_API_TOKEN is set, /api and /v1 need `Authorization: Bearer <token>`.
+    Bound to loopback, only Host: localhost/127.0.0.1/::1 is answered (--allowed-hosts
+    names others); behind a reverse proxy, --forwarded-allow-ips names it so the rate
+    limits count its clients (X-Forwarded-For is ignored otherwise).
     """
     import uvicorn
 
     from ..serve.app import ServeSettings, create_app
+    from ..serve.hosts import forwarded_allow_ips as check_ips
     from ..serve.loader import WorkerOptions, build_engine
+    from ..serve.server import uvicorn_config
 
     cfg = config(ctx)
     # The server's own messages at --log-level; libraries only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("rag.serve").setLevel(log_level.upper())
-    settings = ServeSettings.from_config(cfg, timeout_s=timeout_s,
+    host, port = pick(host, cfg.serve.host), pick(port, cfg.serve.port)
+
+    def listed(text):
+        return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+    settings = ServeSettings.from_config(cfg, timeout_s=timeout_s, host=host,
                                          rate_per_minute=rate_per_minute,
-                                         feedback_db=str(feedback_db) if feedback_db else None)
+                                         feedback_db=str(feedback_db) if feedback_db else None,
+                                         forwarded_allow_ips=listed(forwarded_allow_ips),
+                                         allowed_hosts=listed(allowed_hosts),
+                                         model_name=model_name)
+    try:
+        check_ips(settings.forwarded_allow_ips)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--forwarded-allow-ips") from None
     workers = WorkerOptions.from_config(cfg, batch_size=batch_size, batch_wait_ms=batch_wait_ms,
                                         queue_size=queue_size)
-    host, port = pick(host, cfg.serve.host), pick(port, cfg.serve.port)
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         dim_log(f"warning: listening on {host} without RAG_API_TOKEN: anyone who reaches "
                 "this address can use the API")
@@ -88,9 +113,9 @@ def serve(ctx, model_options, answer_options, host, port, feedback_db, batch_siz
     # 5 ms switch interval it waits that long whenever a search or the event loop runs
     # Python meanwhile (a convoy that halved batched throughput).
     sys.setswitchinterval(0.0005)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           access_log=log_level == "debug",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn_config(app, settings, host=host, port=port,
+                                           log_level=log_level,
+                                           access_log=log_level == "debug"))
     dim_log(f"rag serve on http://{host}:{port}/ (models loading; /readyz says when ready)")
     server.run()
     if failed:

@@ -30,6 +30,8 @@ class Question:
     gold: list[Gold] = field(default_factory=list)
     type: str = "lookup"
     line: int = 0
+    as_of: str | None = None          # YYYY-MM-DD: asked as of this date (default today)
+    entry_year: int | None = None     # the asker's entry year (経過措置)
 
 
 def load_questions(path: str | Path) -> list[Question]:
@@ -80,11 +82,28 @@ def load_questions(path: str | Path) -> list[Question]:
         must = obj.get("must_include") or []
         if not isinstance(must, list) or not all(isinstance(m, str) for m in must):
             raise QuestionSetError(f"{where}: field 'must_include' must be a list of strings")
+        as_of, entry_year = _edition_fields(obj, where)
         out.append(Question(obj["id"], obj["question"], obj.get("answer", ""), must, gold,
-                            qtype, n))
+                            qtype, n, as_of, entry_year))
     if not out:
         raise QuestionSetError(f"{path}: no questions")
     return out
+
+
+def _edition_fields(obj: dict, where: str) -> tuple[str | None, int | None]:
+    """`as_of` (YYYY-MM-DD) and `entry_year` (a year) of a question, checked."""
+    from ..retrieval.editions import EditionChoiceError, parse_choice
+
+    as_of, year = obj.get("as_of"), obj.get("entry_year")
+    if as_of is not None and not isinstance(as_of, str) or (
+            year is not None and (not isinstance(year, int) or isinstance(year, bool))):
+        raise QuestionSetError(f"{where}: field 'as_of' must be a string YYYY-MM-DD and "
+                               "'entry_year' an integer year")
+    try:
+        choice = parse_choice(as_of, year)
+    except EditionChoiceError as e:
+        raise QuestionSetError(f"{where}: {e}") from None
+    return (choice.as_of.isoformat() if choice.as_of else None), choice.entry_year
 
 
 def check_gold(questions: list[Question], passages, path: str | Path) -> None:

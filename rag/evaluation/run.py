@@ -135,7 +135,7 @@ def run(questions_path: Path, out: Path, settings: EvalSettings, *, retriever=No
             for mode in modes:
                 todo = [q for q in questions if ("retrieval", mode, q.id) not in done]
                 hits = retriever.search_many([q.question for q in todo], k=settings.k,
-                                             mode=mode) if todo else []
+                                             mode=mode, editions=_editions(todo)) if todo else []
                 for q, h in zip(todo, hits):
                     _write(sink, {**_retrieval_row(q, "retrieval", mode, h, settings.k), **ident})
                     done.add(("retrieval", mode, q.id))
@@ -172,7 +172,8 @@ def _answer_batch(answerer, retriever, batch: list[Question], variant: str, cond
         hits = [oracle_hits(q, retriever) for q in batch]
     else:
         hits = (retriever.search_many([q.question for q in batch], k=settings.k,
-                                      mode=condition) if retrieval else None)
+                                      mode=condition, editions=_editions(batch))
+                if retrieval else None)
     answers = answerer.answer_batch([q.question for q in batch], hits,
                                     judge=condition != "oracle")
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -230,12 +231,22 @@ def _trust_fields(q: Question, a, retriever) -> dict:
     row["grounding_fired"] = float(not a.grounding.grounded)
     row["posthoc_cited"] = float(bool(a.citations_attached))
     titles = retriever.titles() if retriever is not None else {}
-    text = a.text.removesuffix(citation_note(a.citations_attached))
+    # The model's own text: without the edition note and the citation note appended after it.
+    note = getattr(a, "edition_note", "")
+    text = a.text.removesuffix("\n" + note) if note else a.text
+    text = text.removesuffix(citation_note(a.citations_attached))
     scores = metrics.citation_scores(
         text, q.gold, titles, [(c["source"], c["article"]) for c in a.citations_attached],
         [(s.passage.source, s.passage.article) for s in a.sources])
     row.update({k: v for k, v in scores.items() if v is not None})
     return row
+
+
+def _editions(questions: list[Question]) -> list:
+    """Each question's edition choice: its as_of / entry_year, else as of today."""
+    from ..retrieval.editions import question_choice
+
+    return [question_choice(q) for q in questions]
 
 
 def _speed(t: dict, prefill_rate: float | None) -> dict:

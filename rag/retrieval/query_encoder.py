@@ -184,6 +184,10 @@ class NumpyQueryEncoder:
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if len(texts) > 1 and self.arch != "modernbert":    # one pass for the batch
+            from .query_batch import encode_packed
+            return encode_packed(self, [self.tokenizer.encode(
+                t.lower() if self.lower else t).ids for t in texts])
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for i, text in enumerate(texts):
             ids = self.tokenizer.encode(text.lower() if self.lower else text).ids

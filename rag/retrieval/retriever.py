@@ -15,10 +15,16 @@ from ingest.japanese import nfkc
 from ingest.passage import Passage
 from ingest.tokenizer import JapaneseTokenizer
 
-from ..config import BM25_WEIGHT, MODES
+from ..config import BIGRAM_WEIGHT, BM25_WEIGHT, MODES
+from . import article_fusion, citation_channel
+from .editions import EditionChoice, Governing, annotate, edition_json, load_table
 from .thesaurus import DEFAULT as DEFAULT_THESAURUS
 from .thesaurus import Thesaurus
 
+# The vote of the articles a question cites by number (rag/retrieval/citation_channel.py) in
+# hybrid fusion, the dense ranking's being 1. The public regulation sets cite no article
+# numbers, so they cannot choose it: it is the dense ranking's vote, not tuned.
+CITATION_WEIGHT = 1.0
 RRF_K = 60          # the constant of reciprocal rank fusion (Cormack et al., 2009)
 # A regulation's 趣旨/目的 article states what the regulation covers, so it shares words
 # with every question about that regulation and answers almost none of them. It goes
@@ -57,7 +63,7 @@ class Hit:
     def to_json(self) -> dict:
         p = self.passage
         return {"rank": self.rank, "score": round(float(self.score), 6), **p.citation(),
-                "heading": p.heading, "text": p.text, "id": p.id}
+                "heading": p.heading, "text": p.text, "id": p.id, "edition": edition_json(p)}
 
 
 class Retriever:
@@ -66,14 +72,18 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, embedder: str | None = None,
                  device: str | None = None, trust_remote_code: bool = False,
                  thesaurus: str | Path | None = DEFAULT_THESAURUS,
-                 bm25_weight: float = BM25_WEIGHT, query_encoder: str = "auto"):
+                 bm25_weight: float = BM25_WEIGHT, bigram_weight: float = BIGRAM_WEIGHT,
+                 query_encoder: str = "auto"):
         """`query_encoder`: auto or numpy (the numpy encoder when it reproduces the
         index's embedder, else sentence-transformers), or sentence-transformers."""
         self.index_dir = Path(index_dir)
         self.query_encoder_setting = query_encoder
         self.bm25_weight = bm25_weight
+        self.bigram_weight = bigram_weight      # the character-bigram BM25's vote (hybrid)
+        self.citation_weight = CITATION_WEIGHT  # articles the question cites by number
         self.thesaurus = Thesaurus.load(thesaurus)
         self.index = store.load_index(self.index_dir)
+        self.editions  # noqa: B018 - gives every passage its edition
         self.info = self.index.manifest.embedder
         if embedder and Path(embedder).is_dir():
             embedder = str(Path(embedder).resolve())
@@ -138,7 +148,9 @@ class Retriever:
             stored = self.index.dense.reconstruct(i)
         except RuntimeError:             # a FAISS index that cannot give vectors back
             return False
-        return encoder.matches(text, stored)
+        # Passages embedded under bfloat16 autocast differ from float32 by ~1e-3.
+        tolerance = 5e-3 if getattr(self.info, "dtype", "float32") == "bfloat16" else 1e-4
+        return encoder.matches(text, stored, tolerance)
 
     def _check_embedder(self, revision: str, dimension: int) -> None:
         info = self.info
@@ -154,32 +166,54 @@ class Retriever:
             self.query_encoder  # noqa: B018 - loads the model
         self.tokenizer.tokenize("規程")
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
-        return self.search_many([query], k, mode)[0]
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", *,
+               editions: EditionChoice | None = None) -> list[Hit]:
+        return self.search_many([query], k, mode, editions=editions)[0]
 
-    def search_many(self, queries: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
+    def search_many(self, queries: list[str], k: int = 5, mode: str = "hybrid", *,
+                    editions=None) -> list[list[Hit]]:
+        """`editions`: an EditionChoice, or one per query (None: as of today; see
+        rag.retrieval.editions): only the governing edition of a regulation is searched."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         n = len(self.passages)
         if n == 0 or not queries:
             return [[] for _ in queries]
-        depth = min(n, max(50, 4 * k)) if mode == "hybrid" else min(n, k + SCOPE_DEMOTION)
+        # Deep enough that k distinct articles remain once their passages are fused.
+        depth = min(n, max(100, 10 * k))
+        allowed = self._edition_filters(editions, len(queries))
+        # Leave-outs must not use up the depth: search deeper by as many as are left out.
+        depth = min(n, depth + max((n - len(a) for a in allowed if a is not None), default=0))
         queries = [nfkc(q).strip() for q in queries]
         if self.thesaurus:
             queries = [self.thesaurus.expand(q) for q in queries]
         dense, qvecs = self._dense(queries, depth) if mode in ("dense", "hybrid") else (None, None)
         sparse = [self._bm25(q, depth) for q in queries] if mode in ("bm25", "hybrid") else None
+        bigram = ([self._bigram(q, depth) for q in queries]
+                  if mode == "hybrid" and self.bigram_weight else None)
+        dense = _keep(dense, allowed) if dense else dense
+        sparse = _keep(sparse, allowed) if sparse else sparse
+        bigram = _keep(bigram, allowed) if bigram else bigram
         demoted_dense = [demote_scope(r, self.passages) for r in dense] if dense else None
         demoted_sparse = [demote_scope(r, self.passages) for r in sparse] if sparse else None
+        demoted_bigram = [demote_scope(r, self.passages) for r in bigram] if bigram else None
         out = []
         for qi in range(len(queries)):
+            # One result per article, with its best passage (rag/retrieval/article_fusion.py).
             if mode == "dense":
-                ranked = demoted_dense[qi]
+                ranked = article_fusion.first_per_article(demoted_dense[qi], self.passages)
             elif mode == "bm25":
-                ranked = demoted_sparse[qi]
+                ranked = article_fusion.first_per_article(demoted_sparse[qi], self.passages)
             else:
-                ranked = reciprocal_rank_fusion([demoted_dense[qi], demoted_sparse[qi]],
-                                                weights=[1.0, self.bm25_weight])
+                channels = [demoted_dense[qi], demoted_sparse[qi]]
+                weights = [1.0, self.bm25_weight]
+                if demoted_bigram:
+                    channels.append(demoted_bigram[qi])
+                    weights.append(self.bigram_weight)
+                if self.citation_weight:
+                    channels.append(_keep([self._cited(queries[qi])], [allowed[qi]])[0])
+                    weights.append(self.citation_weight)
+                ranked = article_fusion.fuse_articles(channels, weights, self.passages)
             cos = dict(dense[qi]) if dense else {}
             top = ranked[:k]
             if dense:     # a hit found by BM25 alone still gets its similarity (abstention)
@@ -189,6 +223,38 @@ class Retriever:
                     cos.update(zip(missing, (vecs @ qvecs[qi]).tolist()))
             out.append([Hit(r + 1, s, self.passages[i], cos.get(i))
                         for r, (i, s) in enumerate(top)])
+        return out
+
+    # ------------------------------------------------------------ editions
+
+    @cached_property
+    def editions(self):
+        """The index's EditionTable; loading it gives every passage its `edition`."""
+        table = load_table(self.index)
+        annotate(table, self.passages)
+        return table
+
+    def governing(self, choice: EditionChoice | None = None) -> Governing:
+        key = (choice or EditionChoice()).resolved()
+        cache = self.__dict__.setdefault("_governing", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = Governing(self.editions, key)
+        return cache[key]
+
+    def _edition_filters(self, editions, count: int) -> list[set[int] | None]:
+        """Per query, the passage indices its edition choice allows (None: all)."""
+        choices = editions if isinstance(editions, list) else [editions] * count
+        masks: dict[EditionChoice, set[int] | None] = {}
+        out = []
+        for c in choices:
+            key = (c or EditionChoice()).resolved()
+            if key not in masks:
+                gov = self.governing(key)
+                masks[key] = None if not gov.rules else {
+                    i for i, p in enumerate(self.passages) if gov.allows(p)}
+            out.append(masks[key])
         return out
 
     # ------------------------------------------------------------ the corpus, for context
@@ -239,6 +305,32 @@ class Retriever:
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0]
                 for row_i, row_s in zip(ids, scores)], vecs
 
+    def _cited(self, query: str) -> list[tuple[int, float]]:
+        """The passages of the articles `query` cites by number (rag/retrieval/citation_channel.py)."""
+        return citation_channel.citation_ranking(query, self.titles(), self._passage_ids,
+                                                 self.passages)
+
+    @cached_property
+    def _passage_ids(self) -> dict[tuple[str, str], list[int]]:
+        out: dict[tuple[str, str], list[int]] = {}
+        for i, p in enumerate(self.passages):
+            if p.article:
+                out.setdefault((p.source, p.article), []).append(i)
+        return out
+
+    @cached_property
+    def bigram_bm25(self):
+        """The character-bigram BM25 of the index; built here, in memory, for an index
+        written before ingest stored one (ingest/bigram.py)."""
+        from ingest import bigram
+        if self.index.bm25_bigram is None:
+            self.index.bm25_bigram = bigram.build([p.search_text() for p in self.passages])
+        return self.index.bm25_bigram
+
+    def _bigram(self, query: str, depth: int) -> list[tuple[int, float]]:
+        from ingest import bigram
+        return bigram.search(self.bigram_bm25, query, depth)
+
     def _bm25(self, query: str, depth: int) -> list[tuple[int, float]]:
         bm25 = self.index.bm25
         ids = [bm25.vocab_dict[t] for t in self.tokenizer.tokenize(query) if t in bm25.vocab_dict]
@@ -249,6 +341,11 @@ class Retriever:
         top = top[np.argsort(-scores[top], kind="stable")]
         # Passages that share no word with the question are not BM25 results at all.
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def _keep(rankings, allowed):
+    """Each query's ranking without the passages its edition choice leaves out."""
+    return [r if a is None else [x for x in r if x[0] in a] for r, a in zip(rankings, allowed)]
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K,

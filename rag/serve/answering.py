@@ -19,6 +19,7 @@ from ingest.errors import RagError
 from ..answer import Answerer, Prepared, unstreamed
 from ..generation.base import Generation, GenerationOptions, Generator
 from ..prompt import ABSTAIN_ANSWER, Turn
+from .admission import Admission
 from .live_index import LiveIndex
 from .worker import Job, ModelWorker, QueueFull
 
@@ -28,9 +29,11 @@ log = logging.getLogger("rag.serve")
 class ApiError(Exception):
     """An answer to the client: status, message, extra headers."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None, *,
+                 param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+        self.param = param              # the request field at fault (OpenAI's error.param)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Engine:
     answerer: Answerer
     worker: ModelWorker
     index: LiveIndex | None
+    admission: Admission = field(default_factory=Admission)
     # Searches and prompt building share it: Sudachi's tokenizer is not thread-safe.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,12 +57,13 @@ class Engine:
         return self.answerer.options
 
     def search(self, query: str, k: int | None = None,
-               mode: str | None = None) -> tuple[list[dict], str]:
-        """Hits as `rag search --json` gives them; k and mode default to [search]'s."""
+               mode: str | None = None, *, editions=None) -> tuple[list[dict], str]:
+        """Hits as `rag search --json` gives them; k and mode default to [search]'s;
+        `editions`: an EditionChoice (None: as of today)."""
         retriever, generation = self._retriever()
         with self.lock:
             hits = retriever.search(query, k=k or self.answerer.k,
-                                    mode=mode or self.answerer.mode)
+                                    mode=mode or self.answerer.mode, editions=editions)
         return [h.to_json() for h in hits], generation
 
     def _retriever(self):
@@ -67,11 +72,17 @@ class Engine:
         return self.index.current()
 
     def prepare(self, question: str, history: Sequence[Turn] = (), *,
-                retrieval: bool = True, max_new_tokens: int | None = None) -> "Asked":
+                retrieval: bool = True, max_new_tokens: int | None = None,
+                system: str | None = None, editions=None) -> "Asked":
         """`Answerer.prepare` over the index generation in use now (blocking: run it in a
-        worker thread)."""
+        worker thread); `system`: text added to the prompt's instruction; `editions`: the
+        editions retrieved (None: as of today)."""
+        from ..retrieval.editions import with_editions
+
         retriever, generation = self._retriever() if retrieval else (None, None)
-        answerer = self.answerer.using(retriever)
+        answerer = with_editions(self.answerer.using(retriever), editions)
+        if system:
+            answerer.system = system
         waiting = time.perf_counter()
         try:
             with self.lock:
@@ -95,6 +106,7 @@ class Asked:
 class Run:
     """A prepared question in the worker, and its events: ("token", text) pieces, then
     ("end", Generation). Its deadline counts from when the request arrived."""
+    PROBE_S = 0.25               # how often a non-streamed request asks if its client stayed
 
     def __init__(self, engine: Engine, asked: Asked, deadline: float):
         self.engine, self.asked, self.deadline = engine, asked, deadline
@@ -115,7 +127,13 @@ class Run:
         loop = asyncio.get_running_loop()
         relay = _TextRelay(loop, self._events)
 
+        admission = self.engine.admission
+
         def on_done(gen: Generation | None, error: BaseException | None) -> None:
+            job = self.job
+            admission.done(job.started, job.finished,
+                           error is None and gen is not None and not gen.cancelled)
+
             def end() -> None:
                 relay.flush()
                 self._events.put_nowait(("error", error) if error else ("end", gen))
@@ -123,9 +141,17 @@ class Run:
 
         self.job = Job(p.prompt, p.options, relay.add, on_done,
                        deadline=time.monotonic() + (self.deadline - loop.time()))
+        retry = admission.admit(self.deadline - loop.time())
+        if retry is not None:
+            self.job = None
+            raise ApiError(503, "the server is busy: the questions before this one would "
+                           "not leave time to answer it within the time limit; try again "
+                           f"in {retry:.0f} s", {"Retry-After": f"{retry:.0f}"})
         try:
             self.engine.worker.submit(self.job)
         except QueueFull:
+            admission.done(None, None, False)
+            self.job = None
             raise ApiError(503, "the server is busy; try again shortly",
                            {"Retry-After": "2"}) from None
         return self
@@ -138,17 +164,22 @@ class Run:
         """The answer's text as it comes. `still_wanted` (async, optional) is asked
         while waiting; False (the client left) cancels the generation."""
         loop = asyncio.get_running_loop()
+        asked_at = loop.time()
         try:
             while True:
                 remaining = self.deadline - loop.time()
                 if remaining <= 0:
                     raise ApiError(504, "the answer took longer than the server's time limit")
+                # Asked every PROBE_S, tokens flowing or not: a client that hung up while
+                # text streamed in would otherwise hold the model to the end of its answer.
+                if still_wanted is not None and loop.time() - asked_at >= self.PROBE_S:
+                    asked_at = loop.time()
+                    if not await still_wanted():
+                        raise ApiError(499, "the client closed the request")
                 try:
                     kind, value = await asyncio.wait_for(self._events.get(),
-                                                         min(remaining, 0.5))
+                                                         min(remaining, self.PROBE_S))
                 except TimeoutError:
-                    if still_wanted is not None and not await still_wanted():
-                        raise ApiError(499, "the client closed the request")
                     continue
                 if kind == "token":
                     if not self.prepared.hold:      # may be replaced: given whole at the end

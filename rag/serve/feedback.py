@@ -3,6 +3,7 @@ export), and their export as a question set for `rag eval` and `rag finetune bui
 """
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import time
@@ -32,6 +33,20 @@ class FeedbackError(RagError):
     pass
 
 
+class AlreadyRated(FeedbackError):
+    """The answer has a rating already: a second one would replace what the student
+    wrote first, so it is refused (409) and the first kept."""
+
+
+class FeedbackNotSaved(FeedbackError):
+    """The database could not take the rating: `full` when the disk (or the database's
+    size limit) is full, else busy or failing."""
+
+    def __init__(self, message: str, full: bool):
+        super().__init__(message)
+        self.full = full
+
+
 class FeedbackStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -48,17 +63,30 @@ class FeedbackStore:
         return sqlite3.connect(self.path, timeout=10)
 
     def record(self, answer: dict, rating: str, comment: str = "") -> None:
-        """Store (or, rated again, replace) the rating of one answer: `answer` is the
-        object /api/ask returned, with its id, index generation, model and adapter."""
+        """Store the rating of one answer: `answer` is the object /api/ask returned, with
+        its id, index generation, model and adapter. The same rating and comment again
+        (a retry) is a no-op; a different one for a rated answer raises AlreadyRated (the
+        first is kept: nothing a student wrote is silently replaced)."""
         row = (answer["id"], time.strftime("%Y-%m-%dT%H:%M:%S%z"), answer["question"],
                answer["answer"], json.dumps(answer["sources"], ensure_ascii=False),
                int(answer["abstained"]), rating, comment, answer.get("index_generation"),
                answer.get("model"), answer.get("adapter"))
-        with closing(self._connect()) as db:
-            db.execute("INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT"
-                       "(answer_id) DO UPDATE SET rating=excluded.rating, "
-                       "comment=excluded.comment, created=excluded.created", row)
-            db.commit()
+        try:
+            with closing(self._connect()) as db:
+                inserted = db.execute("INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                                      "ON CONFLICT(answer_id) DO NOTHING", row).rowcount
+                db.commit()
+                if inserted:
+                    return
+                before = db.execute("SELECT rating, comment FROM feedback WHERE answer_id = ?",
+                                    (answer["id"],)).fetchone()
+        except (OSError, sqlite3.Error) as e:
+            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+                getattr(e, "errno", None) == errno.ENOSPC or "full" in str(e).lower()
+            raise FeedbackNotSaved(f"{self.path}: {e}", full) from None
+        if before is not None and tuple(before) != (rating, comment):
+            raise AlreadyRated(f"answer {answer['id']} is already rated "
+                               f"({before[0]}); the first rating is kept")
 
     def rows(self, rating: str | None = None) -> list[dict]:
         return read_rows(self.path, rating)

@@ -36,7 +36,7 @@ def build_engine(cfg: Config, model: ModelOptions, answer: AnswerOptions,
         def load(index_dir):
             return build_retriever(cfg, index_dir, mode, warm=False)
         index = LiveIndex(pick(answer.index_dir, cfg.index), load, mode=mode,
-                          check_s=worker.index_check_ms / 1000, lock=lock)
+                          check_s=worker.index_check_ms / 1000, lock=lock).watch()
     # Its retriever is the live index's, lent per request (Engine.prepare).
     answerer = build_answerer(cfg, model, answer, retrieval=False, log=log)
     model_worker = ModelWorker(answerer.generator, max_batch=worker.batch_size,

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from rag.config import BM25_WEIGHT, MODES  # noqa: E402
 from rag.evaluation.metrics import contains_gold, is_gold, retrieval_summary  # noqa: E402
 from rag.evaluation.questions import load_questions  # noqa: E402
+from rag.retrieval.editions import EditionChoice, question_choice  # noqa: E402
 from rag.retrieval.retriever import Retriever  # noqa: E402
 
 
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--no-expand", action="store_true", help="no thesaurus query expansion")
     ap.add_argument("--bm25-weight", type=float, default=BM25_WEIGHT,
                     help=f"BM25's vote in hybrid fusion (default {BM25_WEIGHT})")
+    ap.add_argument("--all-editions", action="store_true", help="search every edition (as "
+                    "before editions); by default each question's as_of/entry_year, else today")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     retriever = Retriever(args.index, thesaurus=None if args.no_expand else "default",
@@ -45,7 +48,10 @@ def main() -> None:
         qs = load_questions(path)
         report["sets"][path.name] = {}
         for mode in MODES:
-            hits = retriever.search_many([q.question for q in qs], k=args.k, mode=mode)
+            editions = [EditionChoice(all_editions=True) if args.all_editions
+                        else question_choice(q) for q in qs]
+            hits = retriever.search_many([q.question for q in qs], k=args.k, mode=mode,
+                                         editions=editions)
             passages = [[h.passage for h in r] for r in hits]
             golds = [q.gold for q in qs]
             report["sets"][path.name][mode] = {

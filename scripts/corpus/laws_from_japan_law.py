@@ -16,8 +16,13 @@ an anchor and bold too (「**第七条**に規定する…」, a spurious anchor
 branch is anchored by its parent (「<a id="第四条の二">…**第四条の二**の二」), and the
 headings of 附則 are dropped, so each amending law's 第一条 follows the last article
 with nothing between. The gold written here keeps an anchor only when its bold title is
-alone on its line (with any 「の二」 after the bold joined to the label); the text keeps
-the bold titles as plain lines (「第十条」) and the spurious ones as the text they are.
+alone on its line (with any 「の二」 after the bold joined to the label) and opens a block
+(a blank line, or a heading, before its anchor): a bold title alone on a line inside a
+block is a table cell (a 読替え table's 「第百二十九条の四」, a 両罰規定 table's
+「第五十五条」 beside 「二億円以下の罰金刑」), not an article. The text keeps the bold
+titles as plain lines (「第十条」) and the spurious ones as the text they are. A deleted
+range is bold on its first article only (「**第五十五条**から第六十三条まで」 then 「削除」):
+its gold label is the range, as in the XML gold (第55条から第63条まで).
 Labels are compared without 附則 or scope, since the file does not say where 附則 begin.
 """
 from __future__ import annotations
@@ -37,6 +42,10 @@ _ANCHOR = re.compile(r"^<a id=\"[^\"]*\"></a>$")
 _BOLD = re.compile(r"^\*\*(第[^*]+条[^*]*)\*\*(.*)$")
 _BRANCH_REST = re.compile(r"^(?:の[〇一二三四五六七八九十百千]+)+$")
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+# 「**第五十五条**から第六十三条まで」 then 「削除」: a deleted range, bold on its first article.
+_ONE = r"第[〇一二三四五六七八九十百千]+条(?:の[〇一二三四五六七八九十百千]+)*"
+_RANGE_REST = re.compile(rf"^(?:(?:の[〇一二三四五六七八九十百千]+)*(?:(?:、|及び){_ONE})+|"
+                         rf"(?:の[〇一二三四五六七八九十百千]+)*から{_ONE}まで)$")
 
 
 def convert_markdown(md: str) -> tuple[str, list[str], int]:
@@ -44,12 +53,15 @@ def convert_markdown(md: str) -> tuple[str, list[str], int]:
     out: list[str] = []
     gold: list[str] = []
     spurious = 0
-    for raw in md.splitlines():
+    opens = True                    # the line read opens a block (after a blank or heading)
+    raws = md.splitlines()
+    for at, raw in enumerate(raws):
         line = raw.rstrip()
         if line == "---" and gold:
             break                                   # 「この法令を参照している法令」 follows
         if _ANCHOR.match(line):
             continue
+        block_start, opens = opens, not line.strip() or line.startswith("#")
         line = _LINK.sub(r"\1", line)
         if line.startswith("# "):
             out.append(line[2:].strip())
@@ -61,9 +73,14 @@ def convert_markdown(md: str) -> tuple[str, list[str], int]:
         m = _BOLD.match(line)
         if m:
             title, rest = m.group(1), m.group(2)
-            if not rest.strip() or _BRANCH_REST.match(rest.strip()):
+            after = next((r.strip() for r in raws[at + 1:] if r.strip()), "")
+            if block_start and _RANGE_REST.match(rest.strip()) and after == "削除":
+                gold.append(label_of(title + rest.strip()))
+                out.append(title + rest)
+            elif not rest.strip() or _BRANCH_REST.match(rest.strip()):
                 title += rest.strip()
-                gold.append(label_of(title))
+                if block_start:
+                    gold.append(label_of(title))
                 out.append(title)
             else:
                 spurious += 1

