@@ -224,6 +224,20 @@ class ContractServer:
                                                    [None] * len(prompts)], cancelled)
 
         generator.stream_batch = hold
+        running_batch = generator.running_batch
+
+        def holding_batch():            # continuous batching: each joiner's stream is held
+            batch = running_batch()
+            if batch is not None:
+                join = batch.join
+
+                def holding_join(prompt, options, on_text=None, *args, **kwargs):
+                    return join(prompt, options, held(on_text) if on_text else on_text,
+                                *args, **kwargs)
+                batch.join = holding_join
+            return batch
+
+        generator.running_batch = holding_batch
 
     async def __call__(self, scope, receive, send):
         """The app, noting the JSON body of each /api/ask."""

@@ -268,6 +268,7 @@ def test_disconnect_stops_generation_and_a_full_queue_says_503(served, monkeypat
     events = iter(stream)
     assert next(events)[0] == "sources"              # retrieval done
     assert next(events)[0] == "token"                # the worker is busy with it now
+    monkeypatch.setattr(engine.worker, "max_batch", 1)       # a full batch: the next waits
     monkeypatch.setattr(engine.worker._queue, "maxsize", 1)
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(_ask, served, max_new_tokens=2)

@@ -100,3 +100,133 @@ def test_a_failing_batch_is_retried_one_by_one_so_one_bad_prompt_fails_alone(hf)
     worker.stop()
     assert results["good"][1] is None and results["good"][0].new_tokens == 4
     assert results["too long"][0] is None and "context window" in str(results["too long"][1])
+
+
+# --------------------------------------------------------------- continuous batching
+
+def _run_plan(batch, plan):
+    """Decode with `batch`, joining (prompt, options) of `plan[step]` before that step;
+    returns the sequences in the order they joined."""
+    joined, step = [], 0
+    while step <= max(plan) or batch.running:
+        for prompt, options in plan.get(step, []):
+            joined.append(batch.join(prompt, options))
+        for seq in batch.step():
+            assert seq.error is None, seq.error
+        step += 1
+    return joined
+
+
+def test_joiners_mid_batch_give_exactly_the_one_at_a_time_text(hf):
+    short, longer = GenerationOptions(12), GenerationOptions(30)
+    long_prompt = PROMPTS[3] + PROMPTS[2]                  # longer than anything running
+    plan = {0: [(PROMPTS[0], longer)],
+            3: [(PROMPTS[1], short), (PROMPTS[2], longer)],     # more rows than the cache has
+            7: [(long_prompt, longer)],                        # more columns before `end`
+            9: [(PROMPTS[0], GenerationOptions(30, temperature=0.8))],   # sampled, beside
+            20: [(PROMPTS[3], short)]}                         # after some have left
+    batch = hf.running_batch()
+    joined = _run_plan(batch, plan)
+    greedy = [seq for seq in joined if seq.options.temperature == 0]
+    alone = [hf.generate(hf.tokenizer.decode(seq.prompt_ids), seq.options).text
+             for seq in greedy]
+    assert [seq.generation.text for seq in greedy] == alone
+    assert [seq.generation.new_tokens for seq in greedy] == [
+        hf.generate(hf.tokenizer.decode(s.prompt_ids), s.options).new_tokens for s in greedy]
+    assert batch.running == 0 and batch.cache is None        # idle: the cache is let go
+
+
+def test_a_joiner_takes_its_first_token_at_the_next_step(hf):
+    batch = hf.running_batch()
+    first = batch.join(PROMPTS[0], GenerationOptions(16, fixed_length=True))
+    for _ in range(4):
+        batch.step()
+    second = batch.join(PROMPTS[1], GenerationOptions(16, fixed_length=True))
+    batch.step()
+    assert len(first.stream.ids) == 5 and len(second.stream.ids) == 1
+    while batch.running:
+        batch.step()
+    assert batch.steps == 4 + 16 - 1        # forward passes shared, not one batch after another
+
+
+def test_a_cancelled_sequence_leaves_and_its_row_is_reused(hf):
+    batch = hf.running_batch()
+    cancel = threading.Event()
+    long = GenerationOptions(40, fixed_length=True)
+    stays = [batch.join(PROMPTS[0], long), batch.join(PROMPTS[2], long)]
+    leaves = batch.join(PROMPTS[1], long, cancelled=cancel)
+    for _ in range(5):
+        batch.step()
+    rows = batch.cache.rows
+    cancel.set()
+    assert batch.step() == [leaves]                # it leaves at the next token
+    assert leaves.generation.cancelled and leaves.generation.new_tokens == 6
+    assert batch.rows.count(None) == 1
+    comes = batch.join(PROMPTS[3], GenerationOptions(24))
+    batch.step()
+    assert batch.cache.rows == rows and None not in batch.rows   # into the freed row
+    while batch.running:
+        batch.step()
+    assert [s.generation.new_tokens for s in stays] == [40, 40]
+    assert not any(s.generation.cancelled for s in stays)
+    assert comes.generation.text == hf.generate(PROMPTS[3], GenerationOptions(24)).text
+
+
+def test_a_failing_sequence_fails_alone(hf, monkeypatch):
+    from rag.generation.base import ModelError
+
+    batch = hf.running_batch()
+    ok = [batch.join(PROMPTS[0], OPTIONS)]
+    batch.step()
+    with pytest.raises(ModelError, match="context window"):      # refused where it joins
+        batch.join("第1条" * 3000, OPTIONS)
+    read_prompt = hf._read_prompt
+    broken = hf.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+
+    def failing(ids):
+        if ids == broken:
+            raise RuntimeError("out of memory")
+        return read_prompt(ids)
+
+    monkeypatch.setattr(hf, "_read_prompt", failing)
+    bad = batch.join(PROMPTS[1], OPTIONS)
+    ok.append(batch.join(PROMPTS[2], OPTIONS))
+    ended = []
+    while batch.running:
+        ended += batch.step()
+    assert bad in ended and bad.generation is None and "out of memory" in str(bad.error)
+    assert [s.generation.text for s in ok] == [hf.generate(p, OPTIONS).text
+                                               for p in (PROMPTS[0], PROMPTS[2])]
+
+
+def test_the_worker_lets_a_question_join_a_running_batch(hf):
+    from rag.serve.worker import Job, ModelWorker
+
+    worker = ModelWorker(hf, max_batch=4, wait_s=0)
+    streamed = threading.Event()
+    ended: dict[str, threading.Event] = {"first": threading.Event(),
+                                         "joiner": threading.Event()}
+    results: dict[str, tuple] = {}
+
+    def job(name, prompt, options, on_text=lambda t: None):
+        def done(gen, error):
+            results[name] = (gen, error)
+            ended[name].set()
+        return Job(prompt, options, on_text, done, deadline=1e12)
+
+    first = job("first", PROMPTS[0], GenerationOptions(200, fixed_length=True),
+                lambda t: streamed.set())
+    joiner = job("joiner", PROMPTS[1], OPTIONS)
+    worker.start()
+    worker.submit(first)
+    assert streamed.wait(30)                   # the first is generating ...
+    worker.submit(joiner)                      # ... when the second comes
+    assert ended["joiner"].wait(30) and ended["first"].wait(60)
+    worker.stop()
+    assert results["joiner"][1] is None and results["first"][1] is None
+    assert joiner.finished < first.finished    # it did not wait for the first to end
+    assert results["joiner"][0].text == hf.generate(PROMPTS[1], OPTIONS).text
+    assert results["first"][0].new_tokens == 200
+    stats = worker.stats
+    assert stats.batches == 1 and stats.largest_batch == 2 and stats.sequences == 2
+    assert stats.steps >= 199 and stats.busy_s > 0

@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ingest.errors import RagError
 
@@ -120,6 +121,12 @@ class Generator(ABC):
         return [self._stream_one(p, options, cb, stop)
                 for p, cb, stop in zip(prompts, on_text, cancelled)]
 
+    def running_batch(self) -> "RunningBatch | None":
+        """A batch that sequences join and leave at any decode step (continuous
+        batching: `rag serve`'s worker), or None where this engine decodes a batch only
+        from its start to its end; the server then gathers batches for `stream_batch`."""
+        return None
+
     def _stream_one(self, prompt: str, options: GenerationOptions,
                     on_text: Callable[[str], None] | None,
                     cancelled: threading.Event) -> Generation:
@@ -215,6 +222,53 @@ class SequenceStream:
         first = (self.first_at - started) * 1000 if self.first_at else None
         return Generation(text, n, first, rate(n, elapsed), self.stopped,
                           cancelled=self.cancelled)
+
+
+@dataclass(eq=False)
+class BatchSequence:
+    """One sequence of a running batch (`Generator.running_batch`): what it was asked,
+    its stream, and, once it has left, its `generation` or its `error`."""
+    prompt_ids: list[int]
+    options: GenerationOptions
+    stream: SequenceStream
+    cancelled: threading.Event
+    tag: Any = None                    # the caller's own (the server's job)
+    started: float | None = None       # perf_counter() when its prompt began to be read
+    position: int = 0                  # where its next token goes (its real tokens so far)
+    logits: Any = None                 # its last logits: its next token is chosen from them
+    generation: Generation | None = None
+    error: BaseException | None = None
+
+
+class RunningBatch(ABC):
+    """Continuous batching: sequences decode together, one step at a time; a sequence
+    joins between any two steps and leaves on its own (end-of-text, its max_new_tokens,
+    its cancel event, its reader failing).
+
+        batch = generator.running_batch()
+        batch.join(prompt, options, on_text=print)
+        while batch.running:
+            for seq in batch.step():           # those that ended in this step
+                print(seq.generation or seq.error)
+            # ... batch.join(...) again whenever a new question comes
+    """
+
+    @property
+    @abstractmethod
+    def running(self) -> int:
+        """Sequences joined and not yet ended."""
+
+    @abstractmethod
+    def join(self, prompt: str, options: GenerationOptions = GenerationOptions(),
+             on_text: Callable[[str], None] | None = None,
+             cancelled: threading.Event | None = None, tag: Any = None) -> BatchSequence:
+        """Add a sequence; it takes its first token at the next `step`. A prompt that
+        cannot be generated (over the context window) raises here, and only here."""
+
+    @abstractmethod
+    def step(self) -> list[BatchSequence]:
+        """One decode step for every running sequence; the sequences that ended in it,
+        each with `generation` (or `error`: that sequence failed, alone where it can)."""
 
 
 class _Stopped(Exception):

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .base import (Generation, GenerationOptions, Generator, SequenceStream,
-                   batch_generation, rate)
+from .base import (BatchSequence, Generation, GenerationOptions, Generator, RunningBatch,
+                   SequenceStream, batch_generation, rate)
 from .models import (DEFAULT_GENERATOR, ModelError, apply_adapter, base_model_for,
                      load_causal_lm, load_tokenizer, pick_device_dtype, tokenizer_source)
 
@@ -115,81 +115,49 @@ class TransformersGenerator(Generator):
     def stream_batch(self, prompts: list[str], options: GenerationOptions = GenerationOptions(),
                      on_text: Sequence[Callable[[str], None] | None] | None = None,
                      cancelled: Sequence[threading.Event] | None = None) -> list[Generation]:
-        """Several prompts decoded together, one forward pass per step over the batch.
-
-        Each prompt is read alone (`_prefill`), then the batch decodes with left-padded
-        caches (positions count real tokens only, as `generate` counts them, so greedy
-        answers are the same); a sequence that ends (end-of-text, its limit,
-        `cancelled[i]`, its `on_text` failing) leaves the batch and the KV cache, so the
-        rest decode at the cost of the rows still running."""
-        torch = self._torch
-        n = len(prompts)
-        streams = [SequenceStream(self.tokenizer, cb)
-                   for cb in (on_text or [None] * n)]
+        """Several prompts decoded together, one forward pass per step over the batch
+        (a `running_batch` that they all join at once); a sequence that ends
+        (end-of-text, its limit, `cancelled[i]`, its `on_text` failing) leaves it, and
+        greedy answers are those of `generate`. A prompt over the window raises before
+        anything is generated."""
+        batch = self.running_batch()
+        on_text = list(on_text or [None] * len(prompts))
         cancelled = list(cancelled or [threading.Event() for _ in prompts])
-        # One encode per prompt, never `padding=True`: that changes the tokenizer's state,
-        # which other threads of a server read at the same time.
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        for ids in encoded:
-            self.check_window(len(ids), options.max_new_tokens)
-        self._cancel.clear()
-        started = time.perf_counter()
-        with torch.inference_mode():
-            cache, logits, attention = self._prefill(encoded, room=options.max_new_tokens)
-            positions = attention.sum(-1, keepdim=True)     # where each next token goes
-            rows = list(range(n))            # which sequence each row of the batch is
-            for step in range(options.max_new_tokens):
-                next_ids = self._next_tokens(logits.float(), options)
-                last_step = step + 1 == options.max_new_tokens
-                keep = [row for row, (i, token) in enumerate(zip(rows, next_ids.tolist()))
-                        if streams[i].push(token, self.stop_ids, options.fixed_length,
-                                           cancelled[i].is_set() or self._cancel.is_set())
-                        and not last_step]
-                if not keep:
-                    break
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
-                    next_ids, attention, positions = (next_ids[index], attention[index],
-                                                      positions[index])
-                    rows = [rows[row] for row in keep]
-                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-                out = self.model(input_ids=next_ids[:, None], attention_mask=attention,
-                                 position_ids=positions, use_cache=True,
-                                 **{self._cache_argument: cache})
-                cache, logits = self._cache_of(out), out.logits[:, -1, :]
-                positions = positions + 1
-        return [s.result(started) for s in streams]
+        joined = [batch.join(p, options, cb, stop)
+                  for p, cb, stop in zip(prompts, on_text, cancelled)]
+        while batch.running:
+            for seq in batch.step():
+                if seq.error is not None:
+                    raise seq.error
+        return [seq.generation for seq in joined]
 
-    def _prefill(self, encoded: list[list[int]], room: int):
-        """Each prompt's forward pass alone, their KV caches then left-padded into one
-        batch with `room` for the answer: (cache, last logits, attention mask). A prompt
-        alone takes attention's fast causal path; a padded batch needs an explicit
-        mask, several times slower for long prompts on a CPU."""
-        from .batch_cache import roomy_cache
+    def running_batch(self) -> "TransformersBatch":
+        return TransformersBatch(self)
 
+    def _read_prompt(self, ids: list[int]):
+        """One prompt's forward pass alone: (its KV cache, its last logits). A prompt
+        alone takes attention's fast causal path; a padded batch needs an explicit mask,
+        several times slower for long prompts on a CPU."""
         torch = self._torch
-        width = max(len(ids) for ids in encoded)
-        caches, logits = [], []
         # The logits of the last position only: over a long prompt the output layer
         # would otherwise cost more than the rest of the model (a large vocabulary).
         last_only = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
-        for ids in encoded:
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
-                             **last_only)
-            caches.append(self._cache_of(out))
-            logits.append(out.logits[:, -1, :])
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                         **last_only)
+        return self._cache_of(out), out.logits[0, -1, :]
 
-        def padded(tensors):
-            return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
-                              for t in tensors])
-
-        layers = [(padded([c.layers[i].keys for c in caches]),
-                   padded([c.layers[i].values for c in caches]))
-                  for i in range(len(caches[0].layers))]
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded],
-                                 device=self.device)
-        return roomy_cache(layers, room), torch.cat(logits), attention
+    def _choose(self, logits: list, options: list[GenerationOptions]) -> list[int]:
+        """Each row's next token from its logits, under its own options."""
+        torch = self._torch
+        logits = torch.stack(logits).float()
+        fixed = [i for i, o in enumerate(options) if o.fixed_length]
+        if fixed and self.stop_ids:
+            logits[torch.tensor(fixed)[:, None], torch.tensor(self.stop_ids)] = float("-inf")
+        tokens = logits.argmax(dim=-1)
+        for i, o in enumerate(options):
+            if o.temperature > 0:
+                tokens[i] = self._next_tokens(logits[i:i + 1], o)[0]
+        return tokens.tolist()
 
     @staticmethod
     def _cache_of(out):
@@ -209,7 +177,8 @@ class TransformersGenerator(Generator):
         return argument in inspect.signature(model.forward).parameters
 
     def _next_tokens(self, logits, options: GenerationOptions):
-        """Greedy, or sampled with temperature and top-p 0.95 as `generate` samples."""
+        """Greedy, or sampled with temperature and top-p 0.95 as `generate` samples
+        (one options for all rows of `logits`)."""
         torch = self._torch
         if options.fixed_length and self.stop_ids:
             logits[:, self.stop_ids] = float("-inf")
@@ -276,6 +245,157 @@ class TransformersGenerator(Generator):
         n = len(new)
         return Generation("".join(pieces), n, first, rate(n, elapsed), stopped,
                           cancelled=self._cancel.is_set())
+
+
+class TransformersBatch(RunningBatch):
+    """Continuous batching for a transformers model: iteration-level scheduling as vLLM
+    and TGI do it, kept simple. Each step:
+
+    1. joiners read their prompts, each alone (`_read_prompt`), and take free rows of
+       the batch's KV cache (`SlotCache`: their keys copied in, ending at the current
+       column; its mask lets each row see only its own columns);
+    2. every sequence takes its next token from its last logits (a joiner its first,
+       from its prompt), and those that end leave, freeing their rows;
+    3. one forward pass over all rows for the rest: each row's last token at its own
+       position (its real tokens so far, as `generate` counts them), so greedy answers
+       are those of `generate` whenever a sequence joined.
+
+    The cache is copied only when it changes shape (rows, columns; `SlotCache.relayout`),
+    not per token and not when a sequence leaves. A prompt that fails to read fails its
+    sequence alone; a failed step fails the sequences in the batch at that moment (their
+    caches are no longer known to be right) and the batch starts afresh."""
+
+    def __init__(self, generator: TransformersGenerator):
+        self.generator = generator
+        self.cache = None                      # a SlotCache once someone has joined
+        self.rows: list[BatchSequence | None] = []    # the sequence in each row of the cache
+        self.joining: list[BatchSequence] = []
+        self.steps = 0                         # forward passes over the batch
+
+    @property
+    def running(self) -> int:
+        return len(self.joining) + len(self.live())
+
+    def live(self) -> list[tuple[int, BatchSequence]]:
+        return [(row, seq) for row, seq in enumerate(self.rows) if seq is not None]
+
+    def join(self, prompt: str, options: GenerationOptions = GenerationOptions(),
+             on_text: Callable[[str], None] | None = None,
+             cancelled: threading.Event | None = None, tag=None) -> BatchSequence:
+        g = self.generator
+        # One encode per prompt, never `padding=True`: that changes the tokenizer's state,
+        # which other threads of a server read at the same time.
+        ids = g.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        g.check_window(len(ids), options.max_new_tokens)
+        seq = BatchSequence(ids, options, SequenceStream(g.tokenizer, on_text),
+                            cancelled or threading.Event(), tag)
+        self.joining.append(seq)
+        return seq
+
+    def step(self) -> list[BatchSequence]:
+        g = self.generator
+        ended: list[BatchSequence] = []
+        if not self.live():
+            g._cancel.clear()           # `cancel()` stops the batch running then, not the next
+        with g._torch.inference_mode():
+            self._admit(ended)
+            live = self.live()
+            if not live:
+                return ended
+            tokens = g._choose([seq.logits for _, seq in live], [seq.options for _, seq in live])
+            for (row, seq), token in zip(live, tokens):
+                going = seq.stream.push(token, g.stop_ids, seq.options.fixed_length,
+                                        seq.cancelled.is_set() or g._cancel.is_set())
+                if not going or len(seq.stream.ids) >= seq.options.max_new_tokens:
+                    self._leave(row, seq, ended)
+            if self.live():
+                try:
+                    self._forward()
+                except Exception as e:  # noqa: BLE001 - every sequence in the step reports it
+                    for row, seq in self.live():
+                        seq.error = GeneratorError(f"generation failed: {e}")
+                        self._leave(row, seq, ended)
+            if not self.live():
+                self.cache, self.rows = None, []       # idle: the memory goes back
+        return ended
+
+    def _admit(self, ended: list[BatchSequence]) -> None:
+        g = self.generator
+        joining, self.joining = self.joining, []
+        ready = []
+        for seq in joining:
+            seq.started = time.perf_counter()
+            if seq.cancelled.is_set() or seq.options.max_new_tokens <= 0:
+                seq.stream.cancelled = seq.cancelled.is_set()
+                seq.generation = seq.stream.result(seq.started)
+                ended.append(seq)
+                continue
+            try:
+                prompt_cache, seq.logits = g._read_prompt(seq.prompt_ids)
+            except Exception as e:  # noqa: BLE001 - this prompt fails alone
+                seq.error = GeneratorError(f"generation failed: {e}")
+                ended.append(seq)
+                continue
+            seq.position = len(seq.prompt_ids)
+            ready.append((seq, prompt_cache))
+        if not ready:
+            if self.cache is not None and self.cache.rows > 2 * len(self.live()):
+                self._relayout([], 0)          # most rows free, nobody joining: shrink
+            return
+        self._make_room([seq for seq, _ in ready], ready[0][1])
+        for (seq, prompt_cache), row in zip(ready, self.cache.free_rows()):
+            self.cache.place(row, prompt_cache)
+            self.rows[row] = seq
+
+    def _room(self, joining: list[BatchSequence] = ()) -> int:
+        """Columns to leave after `end`: twice what the longest remaining answer needs,
+        so that the buffer is not copied again for a while."""
+        seqs = [seq for _, seq in self.live()] + list(joining)
+        return 2 * max([s.options.max_new_tokens - len(s.stream.ids) for s in seqs] + [1]) + 1
+
+    def _make_room(self, joining: list[BatchSequence], prompt_cache) -> None:
+        """Free rows for `joining`, and columns before `end` for the longest prompt."""
+        from .batch_cache import SlotCache
+
+        longest = max(len(seq.prompt_ids) for seq in joining)
+        if self.cache is None:
+            self.cache = SlotCache(prompt_cache, len(joining), end=longest,
+                                   capacity=longest + self._room(joining))
+            self.rows = [None] * len(joining)
+        elif len(self.cache.free_rows()) < len(joining) or longest > self.cache.end:
+            self._relayout(joining, longest)
+
+    def _relayout(self, joining: list[BatchSequence], longest: int) -> None:
+        """The live rows first, free rows for `joining` after them, columns enough."""
+        cache, live = self.cache, self.live()
+        end = max(cache.end - cache.start, longest)
+        cache.relayout([row for row, _ in live], len(live) + len(joining), end,
+                       end + self._room(joining))
+        self.rows = [seq for _, seq in live] + [None] * len(joining)
+
+    def _forward(self) -> None:
+        g, torch, cache = self.generator, self.generator._torch, self.cache
+        if cache.end >= cache.capacity:
+            self._relayout([], 0)
+            cache = self.cache
+        tokens = [[seq.stream.ids[-1] if seq else 0] for seq in self.rows]
+        positions = [[seq.position if seq else 0] for seq in self.rows]
+        out = g.model(input_ids=torch.tensor(tokens, device=g.device),
+                      attention_mask=cache.attention_mask(),
+                      position_ids=torch.tensor(positions, device=g.device), use_cache=True,
+                      **{g._cache_argument: cache})
+        logits = out.logits[:, -1, :]
+        for row, seq in self.live():
+            seq.logits, seq.position = logits[row], seq.position + 1
+        self.steps += 1
+
+    def _leave(self, row: int, seq: BatchSequence, ended: list[BatchSequence]) -> None:
+        if seq.error is None:
+            seq.generation = seq.stream.result(seq.started)
+        self.rows[row] = None
+        if self.cache is not None:
+            self.cache.free(row)
+        ended.append(seq)
 
 
 def _stop_criteria(event: threading.Event):

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""`rag serve` under 32 concurrent clients: throughput with batching against one at a
-time (--batch-size 1), latency to the first token and to the end (p50/p95), and the
-server's own overhead per request, outside retrieval, prompt building, queueing and
+"""`rag serve` under concurrent clients (32 by default; `--clients 32 96` for both):
+throughput with batching against one at a time (--batch-size 1), latency to the first
+token and to the end (p50/p95), requests that ran past the time limit (--timeout), and
+the server's own overhead per request, outside retrieval, prompt building, queueing and
 generation (wall time seen by the client minus the times the server reports).
 
     python scripts/bench/bench_serve.py --json                       # tiny models, built
     python scripts/bench/bench_serve.py --model M --index DIR --clients 32 --questions 4
+    # before/after: a checkout of the earlier code, its batched server run in turn
+    git archive main | tar -x -C /tmp/base
+    python scripts/bench/bench_serve.py --clients 32 96 --baseline /tmp/base --json
 
 Each configuration runs a real `rag serve` in a process of its own on a free loopback
 port; every client streams its answers (SSE) so the first token is seen when it comes.
@@ -58,9 +62,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, model: Path, index: Path, batch_size: int, wait_ms: float, work: Path):
+def start_server(args, model: Path, index: Path, batch_size: int, wait_ms: float, work: Path,
+                 tree: Path = REPO):
+    """`rag serve` of the code in `tree` (this checkout, or --baseline's)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads),
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
            "HF_HUB_OFFLINE": "1", "RAG_CONFIG": str(work / "empty.toml")}
     (work / "empty.toml").write_text("", "utf-8")
     proc = subprocess.Popen(
@@ -68,8 +74,8 @@ def start_server(args, model: Path, index: Path, batch_size: int, wait_ms: float
          "--port", str(port), "--max-new-tokens", str(args.max_new_tokens),
          "--batch-size", str(batch_size), "--batch-wait-ms", str(wait_ms),
          "--queue-size", "256", "--rate-per-minute", "0", "--log-level", "warning",
-         "--feedback-db", str(work / "feedback.sqlite3")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--timeout", str(args.timeout), "--feedback-db", str(work / "feedback.sqlite3")],
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     until = time.monotonic() + 300
     while time.monotonic() < until:
         if proc.poll() is not None:
@@ -95,7 +101,7 @@ def ask(port: int, question: str, max_new_tokens: int) -> dict:
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
     if response.status != 200:
-        return {"error": response.status}
+        return {"error": response.status, "timeout": response.status == 504}
     # Read raw chunks (the client shares the CPU with the server: parse only the end).
     first, seen = None, b""
     while chunk := response.read1(65536):
@@ -109,7 +115,8 @@ def ask(port: int, question: str, max_new_tokens: int) -> dict:
     end = time.perf_counter()
     conn.close()
     if b"event: done" not in seen:
-        return {"error": seen[-300:].decode(errors="replace")}
+        tail = seen[-300:].decode(errors="replace")
+        return {"error": tail, "timeout": "time limit" in tail}
     done = json.loads(seen[seen.rindex(b"event: done"):].split(b"data: ", 1)[1])
     t = done["timings"]
     inside = (t.get("retrieval_wait_ms", 0) + t.get("retrieval_ms", 0) + t.get("prompt_ms", 0)
@@ -137,6 +144,7 @@ def load(port: int, clients: int, per_client: int, max_new_tokens: int) -> dict:
     wall = time.perf_counter() - started
     ok = [r for r in results if "error" not in r]
     return {"requests": len(results), "errors": len(results) - len(ok),
+            "timeouts": sum(bool(r.get("timeout")) for r in results),
             "wall_s": round(wall, 2), "requests_per_s": round(len(ok) / wall, 2),
             "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
             "first_token_ms_p50": pct([r["first_ms"] for r in ok], 0.5),
@@ -195,15 +203,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="generator (default: a tiny GPT-NeoX built here)")
     ap.add_argument("--index", help="index (default: corpus/ with a tiny embedder)")
-    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--clients", type=int, nargs="+", default=[32])
     ap.add_argument("--questions", type=int, default=4, help="per client")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16, help="the batched configuration")
     ap.add_argument("--batch-wait-ms", type=float, default=20)
+    ap.add_argument("--timeout", type=float, default=120, help="the server's time limit (s)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each configuration")
+    ap.add_argument("--baseline", type=Path,
+                    help="a checkout of earlier code: its batched server runs in turn with "
+                         "this one's (before/after on the same machine)")
+    ap.add_argument("--no-one-at-a-time", action="store_true",
+                    help="skip the --batch-size 1 runs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    configs = [] if args.no_one_at_a_time else [("one_at_a_time", 1, 0.0, REPO)]
+    if args.baseline:
+        configs.append(("baseline_batched", args.batch_size, args.batch_wait_ms,
+                        args.baseline.resolve()))
+    configs.append(("batched", args.batch_size, args.batch_wait_ms, REPO))
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         work = Path(tmp)
         if args.model and args.index:
@@ -212,39 +231,57 @@ def main() -> None:
             model, index = tiny_setup(work)
         out = {"clients": args.clients, "questions_per_client": args.questions,
                "max_new_tokens": args.max_new_tokens, "threads": args.threads,
+               "timeout_s": args.timeout,
                "engine_only": engine_only(model, index, args.batch_size, args.max_new_tokens,
                                           args.threads)}
-        runs: dict[str, list[dict]] = {"one_at_a_time": [], "batched": []}
+        runs: dict[tuple, list[dict]] = {}
         for _ in range(args.repeat):          # alternated: the machine's load drifts
-            for name, size, wait in (("one_at_a_time", 1, 0.0),
-                                     ("batched", args.batch_size, args.batch_wait_ms)):
-                proc, port = start_server(args, model, index, size, wait, work)
-                try:
-                    runs[name].append({"batch_size": size, "batch_wait_ms": wait,
-                                       **load(port, args.clients, args.questions,
-                                              args.max_new_tokens)})
-                    if name == "one_at_a_time" and "single_client" not in out:
-                        out["single_client"] = sequential(port, 40, args.max_new_tokens)
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
-        for name, results in runs.items():        # the run of median throughput
-            out[name] = sorted(results, key=lambda r: r["requests_per_s"])[len(results) // 2]
-            out[name]["requests_per_s_all"] = [r["requests_per_s"] for r in results]
-        out["speedup"] = round(out["batched"]["requests_per_s"]
-                               / out["one_at_a_time"]["requests_per_s"], 2)
+            for clients in args.clients:
+                for name, size, wait, tree in configs:
+                    proc, port = start_server(args, model, index, size, wait, work, tree)
+                    try:
+                        runs.setdefault((clients, name), []).append(
+                            {"batch_size": size, "batch_wait_ms": wait,
+                             **load(port, clients, args.questions, args.max_new_tokens)})
+                        if name == "one_at_a_time" and "single_client" not in out:
+                            out["single_client"] = sequential(port, 40, args.max_new_tokens)
+                    finally:
+                        proc.terminate()
+                        proc.wait(10)
+        by_clients: dict[int, dict] = {}
+        for (clients, name), results in runs.items():     # the run of median throughput
+            median = sorted(results, key=lambda r: r["requests_per_s"])[len(results) // 2]
+            median["requests_per_s_all"] = [r["requests_per_s"] for r in results]
+            by_clients.setdefault(clients, {})[name] = median
+        for clients, named in by_clients.items():
+            if "one_at_a_time" in named:
+                named["speedup"] = round(named["batched"]["requests_per_s"]
+                                         / named["one_at_a_time"]["requests_per_s"], 2)
+            if "baseline_batched" in named:
+                named["speedup_over_baseline"] = round(
+                    named["batched"]["requests_per_s"]
+                    / named["baseline_batched"]["requests_per_s"], 2)
+        out["runs"] = {str(c): named for c, named in by_clients.items()}
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return
-    for name in ("one_at_a_time", "batched"):
-        r = out[name]
-        print(f"{name:14s} batch {r['batch_size']:2d}: {r['requests_per_s']:6.2f} req/s, "
-              f"{r['tokens_per_s']:7.1f} tok/s, first token p50/p95 {r['first_token_ms_p50']}/"
-              f"{r['first_token_ms_p95']} ms, end p50/p95 {r['end_ms_p50']}/{r['end_ms_p95']} ms, "
-              f"overhead p50 {r['overhead_ms_p50']} ms, errors {r['errors']}")
-    s = out["single_client"]
-    print(f"single client: overhead p50 {s['overhead_ms_p50']} ms, p95 {s['overhead_ms_p95']} ms")
-    print(f"speedup {out['speedup']}x (the generator alone: {out['engine_only']['speedup']}x)")
+    for clients, named in out["runs"].items():
+        print(f"{clients} clients:")
+        for name, _, _, _ in configs:
+            r = named[name]
+            print(f"  {name:16s} batch {r['batch_size']:2d}: {r['requests_per_s']:6.2f} req/s "
+                  f"{r['requests_per_s_all']}, {r['tokens_per_s']:7.1f} tok/s, first token "
+                  f"p50/p95 {r['first_token_ms_p50']}/{r['first_token_ms_p95']} ms, end "
+                  f"p50/p95 {r['end_ms_p50']}/{r['end_ms_p95']} ms, overhead p50 "
+                  f"{r['overhead_ms_p50']} ms, errors {r['errors']} (timeouts {r['timeouts']})")
+        for key in ("speedup", "speedup_over_baseline"):
+            if key in named:
+                print(f"  {key}: {named[key]}x")
+    if "single_client" in out:
+        s = out["single_client"]
+        print(f"single client: overhead p50 {s['overhead_ms_p50']} ms, "
+              f"p95 {s['overhead_ms_p95']} ms")
+    print(f"the generator alone: {out['engine_only']['speedup']}x")
 
 
 if __name__ == "__main__":
