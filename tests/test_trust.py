@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ingest.passage import Passage
 from rag.abstention import FILE_NAME, FEATURES, AbstentionModel
 from rag.answer import Answerer, unstreamed
-from rag.generation.base import Generation, GenerationOptions
+from rag.generation.base import Generation, GenerationOptions, Generator
 from rag.grounding import STRICT_PREFIX
 from rag.prompt import ABSTAIN_ANSWER, PROMPT_VERSION, render
 from rag.retrieval.retriever import Hit
@@ -35,12 +35,14 @@ CONTRACT = {"question", "answer", "abstained", "retrieval", "sources", "evidence
             "timings"}
 
 
-class SayGenerator:
-    """A generator that answers `text`, in pieces when streamed; counts its calls."""
+class SayGenerator(Generator):
+    """A generator that answers `text`, in pieces when streamed; counts its calls. The
+    rest (whole batches for the server, no continuous batching) is the base's."""
     name, adapter, load_s, context_window = "say", None, 0.0, 4096
     tokenizer = None
 
     def __init__(self, text: str):
+        super().__init__()
         self.text, self.calls = text, 0
 
     def count_tokens(self, prompt: str) -> int:
@@ -58,9 +60,6 @@ class SayGenerator:
 
     def stream_batch(self, prompts, options, on_text=None, cancelled=None):     # the server
         return [self.generate(p, options, cb) for p, cb in zip(prompts, on_text or [None] * 9)]
-
-    def cancel(self):
-        pass
 
 
 class FixedRetriever:
