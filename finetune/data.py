@@ -119,7 +119,7 @@ def tokenize(example: Example, tokenizer, max_length: int) -> dict | None:
 class Prepared:
     train: list[dict]
     eval: list[dict]
-    counts: dict            # per source: rows, train, eval, dropped_too_long
+    counts: dict            # per source: rows, train, eval, dropped_too_long (+ kinds)
 
 
 def prepare(sources: list[str], tokenizer, max_length: int, eval_fraction: float,
@@ -140,13 +140,18 @@ def prepare(sources: list[str], tokenizer, max_length: int, eval_fraction: float
         if eval_fraction > 0 and len(examples) >= 10:
             n_eval = max(1, n_eval)
         kept = {"train": 0, "eval": 0, "dropped_too_long": 0}
+        kinds: dict[str, dict[str, int]] = {}       # build-data's row kinds, kept and dropped
         for rank, i in enumerate(order):
             tok = tokenize(examples[i], tokenizer, max_length)
             part = "dropped_too_long" if tok is None else ("eval" if rank < n_eval else "train")
             kept[part] += 1
             if tok is not None:
                 (evals if part == "eval" else train).append(tok)
-        counts[source] = {"rows": len(rows), **kept}
+            if isinstance(rows[i].get("kind"), str):
+                k = kinds.setdefault(rows[i]["kind"], {"rows": 0, "dropped_too_long": 0})
+                k["rows"] += 1
+                k["dropped_too_long"] += tok is None
+        counts[source] = {"rows": len(rows), **kept, **({"kinds": kinds} if kinds else {})}
     if not train:
         raise DataError("no training examples left (all too long for max_length, or all "
                         "held out for evaluation)")
@@ -156,6 +161,30 @@ def prepare(sources: list[str], tokenizer, max_length: int, eval_fraction: float
         tmp.write_text(json.dumps({"train": train, "eval": evals, "counts": counts}), "utf-8")
         tmp.replace(cache)
     return Prepared(train, evals, counts)
+
+
+def length_skew(counts: dict, max_length: int, tolerance: float = 0.10) -> str | None:
+    """A warning when dropping the examples over `max_length` changed the mix of
+    build-data's row kinds by more than `tolerance` (answers carry the gold article and
+    are the longest: a short max_length keeps mostly abstentions, and the adapter learns
+    to abstain), else None."""
+    total: dict[str, list[int]] = {}
+    for c in counts.values():
+        for kind, k in c.get("kinds", {}).items():
+            t = total.setdefault(kind, [0, 0])
+            t[0] += k["rows"]
+            t[1] += k["rows"] - k["dropped_too_long"]
+    rows, kept = sum(t[0] for t in total.values()), sum(t[1] for t in total.values())
+    if len(total) < 2 or not kept:
+        return None
+    before = {kind: t[0] / rows for kind, t in total.items()}
+    after = {kind: t[1] / kept for kind, t in total.items()}
+    if max(abs(after[k] - before[k]) for k in total) <= tolerance:
+        return None
+    mix = ", ".join(f"{kind} {after[kind]:.0%} (of all rows {before[kind]:.0%}; "
+                    f"{t[0] - t[1]} of {t[0]} dropped)" for kind, t in sorted(total.items()))
+    return (f"max_length {max_length} changed the mix of the examples kept: {mix}; raise "
+            "max_length or build the data with fewer passages (build-data -k)")
 
 
 def _cache_key(sources, tokenizer, max_length, eval_fraction, max_eval, seed) -> str:
@@ -168,7 +197,8 @@ def _cache_key(sources, tokenizer, max_length, eval_fraction, max_eval, seed) ->
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     h.update(hashlib.sha256(vocab.encode()).digest())
     h.update(json.dumps([getattr(tokenizer, "chat_template", None), tokenizer.eos_token_id,
-                         max_length, eval_fraction, max_eval, seed, PROMPT_VERSION]).encode())
+                         max_length, eval_fraction, max_eval, seed, PROMPT_VERSION,
+                         "counts by kind"]).encode())   # what the cache holds changed
     return h.hexdigest()[:20]
 
 

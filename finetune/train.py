@@ -28,7 +28,7 @@ from rag.prompt import PROMPT_RECORD, prompt_record
 
 from . import checkpoint
 from .config import TrainConfig
-from .data import Prepared, batches, collate, prepare
+from .data import Prepared, batches, collate, length_skew, prepare
 from .runtime import (
     TrainError,  # noqa: F401 - rag.cli catches it from here
     _StopOnSignal,
@@ -169,6 +169,8 @@ def _setup_model(run: _Run, log) -> None:
             f"{len(run.data.train)} examples, {run.total} steps of "
             f"{cfg.micro_batch}x{cfg.grad_accum}x{acc.num_processes} "
             f"({strategy_name(acc)}); {device_name(acc)} {run.dtype}")
+        if skew := length_skew(run.data.counts, cfg.max_length):
+            log(f"warning: {skew}")
 
 
 # -------------------------------------------------------------------------------- fit

@@ -272,3 +272,36 @@ def test_lora_targets_may_name_one_layer(tiny_generator):
     cfg.target_modules = ["layers.99.attention.query_key_value"]
     with pytest.raises(TrainError, match="no modules named layers.99"):
         lora_targets(cfg, model)
+
+
+def test_a_short_max_length_that_keeps_mostly_abstentions_is_named(retriever, tiny_generator,
+                                                                    tmp_path):
+    """Answer rows carry the gold article and are the longest: a max_length that drops
+    them keeps mostly abstentions (the real 0.5B adapter then abstained on 82 % of
+    answerable questions). prepare counts each kind kept and dropped; length_skew says it."""
+    from transformers import AutoTokenizer
+
+    from finetune.data import length_skew, prepare, to_example, tokenize
+    tok = AutoTokenizer.from_pretrained(tiny_generator)
+    rows = build(retriever, QUESTIONS, k=4)
+    data = tmp_path / "raft.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    lengths = {r["kind"]: [] for r in rows}
+    for i, r in enumerate(rows):
+        ex = to_example(r, tok, f"row {i}")
+        lengths[r["kind"]].append(len(tokenize(ex, tok, 10**6)["input_ids"]))
+    # Between the abstentions' and the answers' median lengths: most answers go.
+    cut = sorted(lengths["answer"])[len(lengths["answer"]) // 2] - 1
+    assert cut > sorted(lengths["abstain"])[len(lengths["abstain"]) // 2]
+
+    counts = prepare([str(data)], tok, cut, 0.0, 10, 0).counts
+    kinds = counts[str(data)]["kinds"]
+    assert {k: v["rows"] for k, v in kinds.items()} == {k: len(v) for k, v in lengths.items()}
+    assert kinds["answer"]["dropped_too_long"] == sum(n > cut for n in lengths["answer"])
+    assert sum(k["dropped_too_long"] for k in kinds.values()) == counts[str(data)]["dropped_too_long"]
+    warning = length_skew(counts, cut)
+    assert warning.startswith(f"max_length {cut} changed the mix") and "answer" in warning
+    assert "build-data -k" in warning
+
+    roomy = prepare([str(data)], tok, 10**6, 0.0, 10, 0).counts
+    assert length_skew(roomy, 10**6) is None                  # nothing dropped: no warning
