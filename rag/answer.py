@@ -261,8 +261,11 @@ class Answerer:
                      **timings)
             answer = Answer(prepared.question, gen.text.strip(), prepared.sources, False,
                             prepared.retrieval, prepared.prompt, t)
+        started = time.perf_counter()
         for step in self.finishers:
             answer = step(answer, prepared)
+        # The checks' own time (evidence, numbers, citations), reported like the others.
+        answer.timings["checks_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
     def ask(self, question: str, history: Sequence[Turn] = (), *, retrieval: bool = True,

@@ -91,7 +91,7 @@ def test_ask_json_is_rag_ask_json_plus_id(served):
     assert answer["question"] == QUESTION and answer["retrieval"] and not answer["abstained"]
     assert answer["index_generation"] == served.engine.index.generation
     assert answer["timings"]["generated_tokens"] <= 8 and answer["timings"]["retrieval_ms"] > 0
-    for key in ("first_token_ms", "queue_ms", "generation_ms", "prompt_tokens"):
+    for key in ("first_token_ms", "queue_ms", "generation_ms", "prompt_tokens", "checks_ms"):
         assert answer["timings"][key] is not None
     source = answer["sources"][0]
     assert {"n", "source", "title", "article", "caption", "paragraph", "page", "score",

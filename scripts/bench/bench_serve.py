@@ -120,7 +120,7 @@ def ask(port: int, question: str, max_new_tokens: int) -> dict:
     done = json.loads(seen[seen.rindex(b"event: done"):].split(b"data: ", 1)[1])
     t = done["timings"]
     inside = (t.get("retrieval_wait_ms", 0) + t.get("retrieval_ms", 0) + t.get("prompt_ms", 0)
-              + t.get("queue_ms", 0) + t.get("generation_ms", 0))
+              + t.get("queue_ms", 0) + t.get("generation_ms", 0) + t.get("checks_ms", 0))
     return {"first_ms": ((first or end) - started) * 1000, "end_ms": (end - started) * 1000,
             "overhead_ms": (end - started) * 1000 - inside, "queue_ms": t.get("queue_ms", 0),
             "retrieval_wait_ms": t.get("retrieval_wait_ms", 0),
