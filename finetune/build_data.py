@@ -185,12 +185,14 @@ def question_documents(paths: Iterable[Path]) -> set[str]:
 # ---------------------------------------------------------------- examples
 
 def build(retriever, questions_path: Path | None = None, *, k: int = 4, seed: int = 0,
-          negatives: bool = True, questions: list[Question] | None = None,
+          negatives: float = 1.0, questions: list[Question] | None = None,
           raft: bool = True, sources: set[str] | None = None) -> list[dict]:
     """Rows for the questions of `questions_path` (or `questions`, already loaded and
-    checked). `raft=False` keeps the reference answer as it is written (the layout
-    before RAFT targets). `sources`: the training documents of a split; no passage of
-    another document is shown, not even as a distractor."""
+    checked). `negatives`: the share of answerable questions that also get a row whose
+    context lacks the answer (target: abstain), chosen at random with `seed`.
+    `raft=False` keeps the reference answer as it is written (the layout before RAFT
+    targets). `sources`: the training documents of a split; no passage of another
+    document is shown, not even as a distractor."""
     rng = random.Random(seed)
     rows = []
     if questions is None:
@@ -210,7 +212,7 @@ def build(retriever, questions_path: Path | None = None, *, k: int = 4, seed: in
                 rng.shuffle(context)
                 output = raft_answer(q, gold) if raft else q.answer
                 rows.append(_row(q, context, output, "answer"))
-            if negatives and distractors:
+            if distractors and rng.random() < negatives:
                 rows.append(_row(q, distractors[:k], ABSTAIN_ANSWER, "abstain"))
         else:
             rows.append(_row(q, retrieved[:k], ABSTAIN_ANSWER, "unanswerable"))

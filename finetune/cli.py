@@ -70,7 +70,11 @@ def finetune_train(config_file, sets, model, data, out, max_steps, epochs, resum
               help="Passages per example (gold + distractors).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Order of passages, and the document split.")
-@click.option("--no-negatives", is_flag=True, help="No examples whose context lacks the answer.")
+@click.option("--negatives", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Share of answerable questions that also make an example whose context "
+              "lacks the answer (target: abstain); 0 for none. A small model on few steps "
+              "may learn to abstain always from 1.0 (docs/benchmarks.md): the index's "
+              "calibrated abstention decides before generating anyway.")
 @click.option("--plain-answers", is_flag=True, help="Targets are the reference answers as "
               "written, not quote + answer + citation (RAFT layout).")
 @click.option("--synthesize", is_flag=True, help="Also generate a question and answer per "
@@ -92,7 +96,7 @@ def finetune_train(config_file, sets, model, data, out, max_steps, epochs, resum
               help="Write the given questions that fell on the evaluation side (a question "
                    "set for `rag eval`), and the split beside it (.split.json).")
 @click.pass_context
-def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negatives,
+def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, negatives,
                         plain_answers, synthesize, model, max_articles, synth_out,
                         eval_fraction, exclude_sets, eval_out):
     """Make training examples for answering from context (RAFT-style): question + the
@@ -148,7 +152,7 @@ def finetune_build_data(ctx, questions, index_dir, out_file, k, seed, no_negativ
                     fh.write(json.dumps(d, ensure_ascii=False) + "\n")
         train_qs += made
     rows = build(retriever, questions=train_qs, k=k, seed=seed,
-                 negatives=not no_negatives, raft=not plain_answers,
+                 negatives=negatives, raft=not plain_answers,
                  sources=train_docs if eval_docs else None)
     write(rows, out_file)
     if eval_out:

@@ -305,3 +305,13 @@ def test_a_short_max_length_that_keeps_mostly_abstentions_is_named(retriever, ti
 
     roomy = prepare([str(data)], tok, 10**6, 0.0, 10, 0).counts
     assert length_skew(roomy, 10**6) is None                  # nothing dropped: no warning
+
+
+def test_negatives_is_the_share_of_answerable_questions_given_an_abstain_row(retriever):
+    kinds = {f: [r["kind"] for r in build(retriever, QUESTIONS, k=2, negatives=f)]
+             for f in (0.0, 0.2, 1.0)}
+    answers = kinds[1.0].count("answer")
+    assert all(k.count("answer") == answers for k in kinds.values())
+    assert kinds[0.0].count("abstain") == 0
+    assert kinds[1.0].count("abstain") == answers          # every one (with distractors)
+    assert 0.05 * answers < kinds[0.2].count("abstain") < 0.4 * answers
