@@ -186,6 +186,15 @@ def test_context_tokens_caps_the_prompt_and_shortens_the_best_article(generator,
     alone = [generator.count_tokens(render(generator.tokenizer, QUESTION, [s.context()]))
              for s in sources]
     budget = min(alone) - 1             # no article fits whole
+    # The best article is one whose first sentence fits: the tiny embedder's first hit
+    # is not the same in every run (seen: one whose first sentence alone overran it).
+    from rag.context import shorten
+
+    def fits(chosen):
+        return generator.count_tokens(render(generator.tokenizer, QUESTION,
+                                             [c.context() for c in chosen])) <= budget
+    lead = next(s for s in sources if shorten(s, fits))
+    sources = [lead] + [s for s in sources if s is not lead]
     answerer = Answerer(generator, retriever, options=GenerationOptions(32),
                         context_tokens=budget)
     assert answerer.budget() == budget
