@@ -20,7 +20,7 @@ from .document import LoadedDocument
 from .passage import Passage, content_hash
 from .sizing import TokenCounter, unit_passages
 
-SPLITTER_VERSION = 4
+SPLITTER_VERSION = 5
 _MD_HEADING = re.compile(r"^#{2,6}\s")
 
 _HEADING = re.compile(rf"^第\s*({NUMBER})\s*(編|章|節|款)(?:\s*の\s*(?:{NUMBER}))*(?:\s+|$)(.*)$")
@@ -299,12 +299,14 @@ def _regulation_units(lines: list[Line]) -> list[_Unit]:
                     and (number <= last[scope] or glued and number[0] > last[scope][0] + 3
                          or bare and not scope and number[0] > last[scope][0] + 3
                          and not _opens_article(following.get(index, "")))):
+                caption = _flush(current, caption)
                 _append_body(current, ln)
                 continue
             if (not booklet and not supplement and number == (1,) and scope in last and bare
                     and not _opens_article(following.get(index, ""))):
                 # A bare 「第一条」 after the articles, its next line no sentence (「国家公務員
                 # 共済組合法（以下「法」という」): a 読替え table's cell, not a new regulation.
+                caption = _flush(current, caption)
                 _append_body(current, ln)
                 continue
             units.append(current)
@@ -367,6 +369,14 @@ def _opens_article(norm: str) -> bool:
 def _numbers(head: str) -> tuple[int, ...]:
     """第七十四条の二の二 -> (74, 2, 2): article numbers compare as tuples."""
     return tuple(parse_number(n) for n in re.findall(rf"{NUMBER}", nfkc(head)))
+
+
+def _flush(unit: _Unit, caption: Line | None) -> None:
+    """A caption line that waited for an article whose heading turned out to be body text
+    goes into the text where it stood (before that line)."""
+    if caption is not None:
+        unit.lines.append(caption)
+    return None
 
 
 def _append_body(unit: _Unit, ln: Line) -> None:
