@@ -901,7 +901,13 @@ def test_entry_year_is_remembered_and_sent_editions_show_and_feedback_refusals(
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.evaluate("window.scrollTo(0, 0)")
-    page.wait_for_function("window.scrollY === 0")
+    # Polled from here: wait_for_function's in-page polling evaluates a string, which the
+    # page's CSP (no 'unsafe-eval') refuses whenever the first check is not yet true.
+    for _ in range(100):
+        if page.evaluate("window.scrollY") == 0:
+            break
+        page.wait_for_timeout(20)
+    assert page.evaluate("window.scrollY") == 0
     row = page.locator(".settings").bounding_box()
     assert row and row["width"] <= 390 and row["height"] < 120, row
     page.screenshot(path=str(tmp_path / "settings-phone.png"))
